@@ -1,0 +1,3 @@
+from latentwalk.cli import main
+
+main()

@@ -1,0 +1,244 @@
+"""The model backend: load a pipeline, encode prompts, render a batch of latents into frames.
+
+Conditioning is a dict of named tensors (one row per keyframe or frame). The render loop below
+takes whatever names the pipeline family needs, so a family with more tensors (SDXL's second
+encoder and pooled embeddings) adds names without changing how frames are interpolated.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+# Library chatter (torchvision fallbacks, loading bars) is not for our users; errors still raise.
+# Download bars stay on a terminal, where a first multi-GB download should show its progress.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+if not sys.stderr.isatty():
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from diffusers import (  # noqa: E402
+    DDIMScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    PNDMScheduler,
+    StableDiffusionPipeline,
+    UniPCMultistepScheduler,
+)
+
+from diffusers.utils import logging as diffusers_logging  # noqa: E402
+
+from latentwalk.errors import BadInput, LatentwalkError  # noqa: E402
+from latentwalk.interp import seed_noise  # noqa: E402
+
+diffusers_logging.disable_progress_bar()
+
+# Deterministic samplers only: an ancestral sampler adds fresh noise every step, which flickers
+# from frame to frame of a walk.
+SCHEDULERS = {
+    "ddim": DDIMScheduler,
+    "euler": EulerDiscreteScheduler,
+    "dpm++": DPMSolverMultistepScheduler,
+    "unipc": UniPCMultistepScheduler,
+    "pndm": PNDMScheduler,
+    "heun": HeunDiscreteScheduler,
+}
+
+BUILTIN_MODELS = ("builtin:tiny",)
+PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA (ROCm builds of torch appear as CUDA), then MPS, then the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if match:
+        if not torch.cuda.is_available():
+            raise BadInput(f"--device {name}: this torch build sees no CUDA or ROCm GPU")
+        if match[1] is not None and int(match[1]) >= torch.cuda.device_count():
+            raise BadInput(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
+        return torch.device(name)
+    if name == "mps":
+        if not torch.backends.mps.is_available():
+            raise BadInput("--device mps: this machine or torch build has no MPS")
+        return torch.device("mps")
+    raise BadInput(f"--device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
+    """float16 on GPUs, float32 on the CPU (where float16 is slow or unsupported)."""
+    if name is None:
+        return torch.float32 if device.type == "cpu" else torch.float16
+    if name not in DTYPES:
+        raise BadInput(f"--dtype must be one of {', '.join(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def load_pipeline(model: str, dtype: torch.dtype) -> DiffusionPipeline:
+    """A pipeline from a builtin name, a local diffusers folder, a .safetensors file or a hub id."""
+    if model.startswith("builtin:"):
+        if model != "builtin:tiny":
+            raise BadInput(f"unknown builtin model {model!r} (builtins: {', '.join(BUILTIN_MODELS)})")
+        from latentwalk.tiny import build_tiny_pipeline
+
+        return build_tiny_pipeline().to(dtype=dtype)
+    path = Path(model).expanduser()
+    # No safety checker: it blacks out whole frames of a video. Pickle is never trusted.
+    options = dict(dtype=dtype, safety_checker=None, requires_safety_checker=False)
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise BadInput(f"--model {model!r} is a folder but not a diffusers model (no model_index.json)")
+        return _load(model, DiffusionPipeline.from_pretrained, str(path), use_safetensors=None, **options)
+    if path.is_file():
+        if path.suffix in PICKLE_SUFFIXES:
+            raise BadInput(
+                f"--model {model!r} is a pickle checkpoint, which can run arbitrary code when "
+                "loaded; convert it to .safetensors"
+            )
+        if path.suffix != ".safetensors":
+            raise BadInput(f"--model {model!r}: expected a diffusers folder or a .safetensors file")
+        return _load(model, StableDiffusionPipeline.from_single_file, str(path), **options)
+    if _HUB_ID.match(model) and not model.startswith((".", "/", "~")):
+        return _load(model, DiffusionPipeline.from_pretrained, model, **options)
+    raise BadInput(f"--model {model!r}: no such file or folder, and not a hub id like org/name")
+
+
+def _load(model: str, loader: Callable, *args, **kwargs) -> DiffusionPipeline:
+    try:
+        return loader(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - any loader failure becomes one line for the user
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if len(first_line) > 300:
+            first_line = first_line[:300] + "..."
+        raise LatentwalkError(f"cannot load model {model!r}: {first_line}") from e
+
+
+class Backend:
+    """One loaded pipeline on one device: encode prompts, make noise, render latents."""
+
+    def __init__(
+        self,
+        pipe: DiffusionPipeline,
+        model: str,
+        device: torch.device,
+        dtype: torch.dtype,
+        scheduler: str | None = None,
+        warn: Callable[[str], None] = lambda message: None,
+    ):
+        if not isinstance(pipe, StableDiffusionPipeline):
+            raise BadInput(
+                f"--model {model!r} is a {type(pipe).__name__}; latentwalk supports "
+                "Stable Diffusion 1.x/2.x pipelines so far"
+            )
+        if scheduler is not None:
+            if scheduler not in SCHEDULERS:
+                raise BadInput(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+            pipe.scheduler = SCHEDULERS[scheduler].from_config(pipe.scheduler.config)
+        self.pipe = pipe.to(device)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.model = model
+        self.device = device
+        self.dtype = dtype
+        self.warn = warn
+        self._text_cache: dict[str, torch.Tensor] = {}
+
+    @property
+    def scheduler_name(self) -> str:
+        return type(self.pipe.scheduler).__name__
+
+    @property
+    def default_size(self) -> tuple[int, int]:
+        side = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
+        return side, side
+
+    def check_size(self, width: int, height: int) -> None:
+        factor = self.pipe.vae_scale_factor
+        if width % factor or height % factor:
+            raise BadInput(f"--size must be a multiple of {factor} for this model, got {width}x{height}")
+
+    def check_steps(self, steps: int) -> None:
+        # PNDM warms up with 4 Runge-Kutta steps and fails with a shape error below that.
+        if isinstance(self.pipe.scheduler, PNDMScheduler) and steps < 4:
+            raise BadInput(f"--steps must be at least 4 with the PNDM scheduler, got {steps}; or pick --scheduler ddim")
+
+    def noise(self, seed: int, width: int, height: int) -> torch.Tensor:
+        """[1, C, h, w] float32 initial latents for a seed, on the model's device."""
+        factor = self.pipe.vae_scale_factor
+        shape = (1, self.pipe.unet.config.in_channels, height // factor, width // factor)
+        return seed_noise(seed, shape).to(self.device)
+
+    def conditioning(self, prompt: str, negative: str) -> dict[str, torch.Tensor]:
+        """Named [1, ...] tensors that steer one keyframe; interpolated together between keyframes."""
+        return {
+            "prompt_embeds": self._encode_text(prompt),
+            "negative_prompt_embeds": self._encode_text(negative),
+        }
+
+    def _encode_text(self, text: str) -> torch.Tensor:
+        """Encoded once per distinct text per run, however many keyframes share it."""
+        if text not in self._text_cache:
+            self._warn_if_truncated(text)
+            embeds, _ = self.pipe.encode_prompt(text, self.device, 1, False)
+            self._text_cache[text] = embeds.float()
+        return self._text_cache[text]
+
+    def _warn_if_truncated(self, text: str) -> None:
+        tokenizer = self.pipe.tokenizer
+        ids = tokenizer(text, truncation=False).input_ids
+        limit = tokenizer.model_max_length
+        if len(ids) > limit:
+            dropped = tokenizer.decode(ids[limit - 1 : -1]).strip()
+            self.warn(f"prompt is longer than the text encoder's {limit} tokens; dropped: {dropped!r}")
+
+    @torch.inference_mode()
+    def render(self, noise: torch.Tensor, cond: dict[str, torch.Tensor], steps: int, guidance: float) -> np.ndarray:
+        """Denoise a batch of initial latents and decode it: uint8 frames [B, H, W, 3] on the CPU."""
+        pipe, scheduler = self.pipe, self.pipe.scheduler
+        # 1. Timesteps and starting latents (scaled like diffusers' prepare_latents).
+        scheduler.set_timesteps(steps, device=self.device)
+        latents = noise.to(self.device, self.dtype) * scheduler.init_noise_sigma
+        # 2. Text conditioning, with the unconditional half first for classifier-free guidance.
+        guided = guidance > 1.0
+        text = cond["prompt_embeds"]
+        if guided:
+            text = torch.cat([cond["negative_prompt_embeds"], text])
+        text = text.to(self.device, self.dtype)
+        step_options = {}
+        if "generator" in inspect.signature(scheduler.step).parameters:
+            step_options["generator"] = torch.Generator("cpu").manual_seed(0)
+        # 3. Denoising loop.
+        for t in scheduler.timesteps:
+            model_input = torch.cat([latents] * 2) if guided else latents
+            model_input = scheduler.scale_model_input(model_input, t)
+            noise_pred = pipe.unet(model_input, t, encoder_hidden_states=text, return_dict=False)[0]
+            if guided:
+                uncond, conditioned = noise_pred.chunk(2)
+                noise_pred = uncond + guidance * (conditioned - uncond)
+            latents = scheduler.step(noise_pred, t, latents, **step_options, return_dict=False)[0]
+        # 4. Decode to 8-bit RGB.
+        return self.decode(latents)
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        vae = self.pipe.vae
+        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+        images = (images.float() / 2 + 0.5).clamp(0, 1)
+        return (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

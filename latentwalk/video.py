@@ -1,0 +1,178 @@
+"""The video sink: frames streamed into imageio-ffmpeg's bundled ffmpeg, output written atomically.
+
+ffmpeg writes to a hidden temporary file beside the target; the file appears at the output path
+only when ffmpeg has exited cleanly, so the output path never holds a partial video.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from latentwalk.errors import BadInput, LatentwalkError
+
+# Container and codec by extension. CRF: lower is better quality; None keeps the default.
+FORMATS = {
+    ".mp4": dict(muxer="mp4", default_crf=18),
+    ".webm": dict(muxer="webm", default_crf=32),
+    ".gif": dict(muxer="gif", default_crf=None),
+}
+
+
+def check_video_path(path: Path, overwrite: bool) -> None:
+    """Everything about the output path that can be known before rendering."""
+    if path.is_dir():
+        raise BadInput(f"output {str(path)!r} is a directory; give a file name")
+    if path.suffix.lower() not in FORMATS:
+        raise BadInput(
+            f"output {str(path)!r}: unknown video extension {path.suffix or '(none)'!r}; "
+            f"use one of {', '.join(FORMATS)}"
+        )
+    check_writable_file(path, overwrite)
+
+
+def check_writable_file(path: Path, overwrite: bool) -> None:
+    if path.is_dir():
+        raise BadInput(f"output {str(path)!r} is a directory; give a file name")
+    if path.exists() and not overwrite:
+        raise BadInput(f"output {str(path)!r} exists; pass --overwrite to replace it")
+    parent = path.parent
+    if not parent.is_dir():
+        raise BadInput(f"output directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInput(f"output directory {str(parent)!r} is not writable")
+
+
+def codec_args(suffix: str, crf: int | None) -> list[str]:
+    suffix = suffix.lower()
+    if suffix == ".mp4":
+        crf = FORMATS[".mp4"]["default_crf"] if crf is None else crf
+        # yuv420p and faststart: plays in browsers and phones, starts before it is downloaded.
+        return ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(crf), "-movflags", "+faststart"]
+    if suffix == ".webm":
+        crf = FORMATS[".webm"]["default_crf"] if crf is None else crf
+        return ["-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p", "-crf", str(crf), "-b:v", "0"]
+    # GIF: one palette for the whole clip (ffmpeg buffers the frames for palettegen itself).
+    return ["-filter_complex", "split[a][b];[a]palettegen[p];[b][p]paletteuse", "-loop", "0"]
+
+
+class VideoWriter:
+    """Stream RGB frames into ffmpeg. Use as a context manager: an exception aborts the file."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: float, crf: int | None = None, overwrite: bool = False):
+        self.path = Path(path)
+        self.width, self.height = width, height
+        self.overwrite = overwrite
+        self.frames = 0
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self._log = tempfile.TemporaryFile()
+        command = [
+            imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps:g}", "-i", "-",
+            *codec_args(self.path.suffix, crf),
+            "-f", FORMATS[self.path.suffix.lower()]["muxer"], str(self.tmp),
+        ]  # fmt: skip
+        self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log)
+
+    def write(self, frame: np.ndarray) -> None:
+        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
+            raise ValueError(f"frame of shape {frame.shape} {frame.dtype}, expected ({self.height}, {self.width}, 3) uint8")
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+        except (BrokenPipeError, OSError):
+            self._proc.wait()
+            raise LatentwalkError(f"ffmpeg stopped while writing {str(self.path)!r}: {self._ffmpeg_said()}") from None
+        self.frames += 1
+
+    def close(self) -> None:
+        """Finish the video and move it into place."""
+        try:
+            self._proc.stdin.close()
+        except OSError:
+            pass
+        code = self._proc.wait()
+        if code != 0:
+            said = self._ffmpeg_said()
+            self.abort()
+            raise LatentwalkError(f"ffmpeg failed (exit {code}) writing {str(self.path)!r}: {said}")
+        publish(self.tmp, self.path, self.overwrite)
+        self._log.close()
+
+    def abort(self) -> None:
+        """Stop ffmpeg and remove the temporary file; the output path is left as it was."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        if self._proc.stdin and not self._proc.stdin.closed:
+            try:
+                self._proc.stdin.close()
+            except OSError:
+                pass
+        self.tmp.unlink(missing_ok=True)
+        self._log.close()
+
+    def _ffmpeg_said(self) -> str:
+        self._log.seek(0)
+        lines = self._log.read().decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else "no message"
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp makes private (0600) files; what we publish gets the permissions any new file would.
+FILE_MODE = 0o666 & ~_umask()
+
+
+def publish(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Move a finished file into place. Without overwrite, never replace a file that appeared
+    meanwhile (a hard link fails if the name exists); the finished file is then kept aside."""
+    os.chmod(tmp, FILE_MODE)
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise LatentwalkError(f"{str(path)!r} appeared while rendering; finished file kept as {str(tmp)!r}") from None
+    except OSError:  # a filesystem without hard links
+        if path.exists():
+            raise LatentwalkError(f"{str(path)!r} appeared while rendering; finished file kept as {str(tmp)!r}") from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink()
+
+
+def save_png(image: np.ndarray, path: Path, text: dict[str, str], overwrite: bool) -> None:
+    """Write a PNG with text chunks, atomically like the videos."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_itxt(key, str(value))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            Image.fromarray(image).save(f, format="PNG", pnginfo=info)
+        publish(Path(tmp), path, overwrite)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
