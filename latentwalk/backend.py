@@ -159,6 +159,7 @@ class Backend:
         self.device = device
         self.dtype = dtype
         self.warn = warn
+        self.compiled = False
         self._text_cache: dict[str, torch.Tensor] = {}
 
     @property
@@ -209,9 +210,53 @@ class Backend:
             dropped = tokenizer.decode(ids[limit - 1 : -1]).strip()
             self.warn(f"prompt is longer than the text encoder's {limit} tokens; dropped: {dropped!r}")
 
+    def optimize(
+        self,
+        compile: bool = False,
+        channels_last: bool = False,
+        vae_slicing: bool = False,
+        vae_tiling: bool = False,
+    ) -> None:
+        """Opt-in speed and memory switches. Attention already runs through PyTorch's
+        scaled_dot_product_attention (diffusers' default processor on torch 2)."""
+        pipe = self.pipe
+        if channels_last:
+            pipe.unet.to(memory_format=torch.channels_last)
+            pipe.vae.to(memory_format=torch.channels_last)
+        if vae_slicing:
+            pipe.vae.enable_slicing()
+        if vae_tiling:
+            pipe.vae.enable_tiling()
+        if compile:
+            if not hasattr(torch, "compile"):
+                raise BadInput("--compile needs torch 2 or newer")
+            pipe.unet = torch.compile(pipe.unet)
+            pipe.vae.decoder = torch.compile(pipe.vae.decoder)
+        self.compiled = compile
+
+    def warm_up(self, width: int, height: int, batch_size: int) -> None:
+        """Compile now, at the render's shapes, so a failure comes before any output is started."""
+        if not self.compiled:
+            return
+        cond = self.conditioning("", "")
+        cond = {name: value.expand(batch_size, *value.shape[1:]) for name, value in cond.items()}
+        noise = self.noise(0, width, height).expand(batch_size, -1, -1, -1)
+        try:
+            self.decode(self.denoise(noise, cond, steps=1, guidance=2.0)).cpu()
+        except Exception as e:  # noqa: BLE001 - the compiler's errors run to pages
+            first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise LatentwalkError(f"--compile failed on this machine ({type(e).__name__}: {first_line}); run without --compile") from e
+
+    def sync(self) -> None:
+        """Wait for the device, so a phase's time is its own (no-op on the CPU)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elif self.device.type == "mps":
+            torch.mps.synchronize()
+
     @torch.inference_mode()
-    def render(self, noise: torch.Tensor, cond: dict[str, torch.Tensor], steps: int, guidance: float) -> np.ndarray:
-        """Denoise a batch of initial latents and decode it: uint8 frames [B, H, W, 3] on the CPU."""
+    def denoise(self, noise: torch.Tensor, cond: dict[str, torch.Tensor], steps: int, guidance: float) -> torch.Tensor:
+        """Denoise a batch of initial latents [B, C, h, w] under per-row conditioning."""
         pipe, scheduler = self.pipe, self.pipe.scheduler
         # 1. Timesteps and starting latents (scaled like diffusers' prepare_latents).
         scheduler.set_timesteps(steps, device=self.device)
@@ -234,11 +279,27 @@ class Backend:
                 uncond, conditioned = noise_pred.chunk(2)
                 noise_pred = uncond + guidance * (conditioned - uncond)
             latents = scheduler.step(noise_pred, t, latents, **step_options, return_dict=False)[0]
-        # 4. Decode to 8-bit RGB.
-        return self.decode(latents)
+        return latents
 
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents to 8-bit RGB frames [B, H, W, 3], still on the device."""
         vae = self.pipe.vae
         images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
         images = (images.float() / 2 + 0.5).clamp(0, 1)
-        return (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+    def render(self, noise: torch.Tensor, cond: dict[str, torch.Tensor], steps: int, guidance: float) -> np.ndarray:
+        """Denoise and decode: uint8 frames [B, H, W, 3] on the CPU."""
+        return self.decode(self.denoise(noise, cond, steps, guidance)).cpu().numpy()
+
+
+def auto_batch_size(device: torch.device, width: int, height: int, dtype: torch.dtype) -> int:
+    """Frames per denoising call when none is given: 1 on the CPU (no gain, more memory), and on a
+    GPU as many as fit in half its free memory at a rough 1.5 GB per 512px float16 frame
+    (SD 1.5 with guidance), up to 8."""
+    if device.type != "cuda":
+        return 1
+    free, _ = torch.cuda.mem_get_info(device)
+    per_frame = 1.5e9 * (width * height) / (512 * 512) * (2 if dtype == torch.float32 else 1)
+    return max(1, min(8, int(free * 0.5 // per_frame)))

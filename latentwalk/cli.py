@@ -12,6 +12,7 @@ import re
 import sys
 import time
 import warnings
+from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,7 @@ DEFAULTS = dict(
     fps=24.0,
     frames=24,
     crf=None,
-    batch_size=1,
+    batch_size=None,  # automatic
     ease="linear",
     device="auto",
     dtype=None,
@@ -72,7 +73,11 @@ Negative = Annotated[Optional[str], typer.Option("--negative", "-n", help="Negat
 Scheduler = Annotated[Optional[str], typer.Option("--scheduler", help="ddim, euler, dpm++, unipc, pndm or heun. [default: the model's]", show_default=False)]
 Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps. [default: auto]", show_default=False)]
 Dtype = Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16. [default: float16 on GPU, float32 on CPU]", show_default=False)]
-BatchSize = Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Frames per denoising call. [default: 1]", show_default=False)]
+BatchSize = Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Frames per denoising call. [default: 1 on CPU, by free memory on GPU]", show_default=False)]
+Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the UNet and VAE decoder: slow start, faster frames on long renders.")]
+ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="channels_last memory format for the UNet and VAE (often faster on GPUs).")]
+VaeSlicing = Annotated[bool, typer.Option("--vae-slicing", help="Decode a batch one frame at a time (less memory).")]
+VaeTiling = Annotated[bool, typer.Option("--vae-tiling", help="Decode in overlapping tiles (large sizes on small GPUs).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output (warnings and errors still go to stderr).")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout at the end.")]
@@ -126,7 +131,7 @@ class Settings:
     fps: float
     frames: int
     crf: int | None
-    batch_size: int
+    batch_size: int | None
     ease: str
     device: str
     dtype: str | None
@@ -159,10 +164,22 @@ def slug(prompt: str) -> str:
     return text[:48].rstrip("-") or "latentwalk"
 
 
-def load_backend(settings: Settings, quiet: bool):
-    """Import torch and diffusers only now, after all cheap checks passed."""
-    from latentwalk.backend import Backend, load_pipeline, resolve_device, resolve_dtype
+@dataclass
+class Engine:
+    """How to run the model, as opposed to what to draw."""
 
+    compile: bool = False
+    channels_last: bool = False
+    vae_slicing: bool = False
+    vae_tiling: bool = False
+
+
+def load_backend(settings: Settings, engine: Engine, quiet: bool, timings: dict):
+    """Import torch and diffusers only now, after all cheap checks passed.
+    Returns the backend, the frame size and the batch size."""
+    from latentwalk.backend import Backend, auto_batch_size, load_pipeline, resolve_device, resolve_dtype
+
+    started = time.perf_counter()
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
     pipe = load_pipeline(settings.model, dtype)
@@ -170,9 +187,16 @@ def load_backend(settings: Settings, quiet: bool):
     width, height = settings.size or backend.default_size
     backend.check_size(width, height)
     backend.check_steps(settings.steps)
+    batch_size = settings.batch_size or auto_batch_size(device, width, height, dtype)
+    backend.optimize(engine.compile, engine.channels_last, engine.vae_slicing, engine.vae_tiling)
+    timings["load"] += time.perf_counter() - started
     if settings.model == "builtin:tiny" and not quiet:
         warn("builtin:tiny is a random toy model and draws noise; use --preset sd-turbo or --model for pictures")
-    return backend, width, height
+    started = time.perf_counter()
+    backend.warm_up(width, height, batch_size)
+    if engine.compile:
+        timings["compile"] += time.perf_counter() - started
+    return backend, width, height, batch_size
 
 
 def base_metadata(settings: Settings, backend, width: int, height: int) -> dict[str, str]:
@@ -206,6 +230,10 @@ def generate(
     device: Device = None,
     dtype: Dtype = None,
     batch_size: BatchSize = None,
+    compile: Compile = False,
+    channels_last: ChannelsLast = False,
+    vae_slicing: VaeSlicing = False,
+    vae_tiling: VaeTiling = False,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
     json_out: Json = False,
@@ -229,28 +257,32 @@ def generate(
             raise BadInput(f"--seeds lists {', '.join(map(str, repeated))} more than once")
         paths = image_paths(output, prompt, seed_list, overwrite)
 
-        from latentwalk.render import RenderSpec, render_frames
+        from latentwalk.progress import Progress, pick_mode
+        from latentwalk.render import RenderSpec, render_frames, write_frames
         from latentwalk.video import save_png
 
-        backend, width, height = load_backend(settings, quiet)
+        timings = defaultdict(float)
+        engine = Engine(compile, channels_last, vae_slicing, vae_tiling)
+        backend, width, height, batch = load_backend(settings, engine, quiet, timings)
         keyframes = [Keyframe(prompt, seed, settings.negative) for seed in seed_list]
-        spec = RenderSpec(keyframes, plan_stills(len(keyframes)), width, height, settings.steps, settings.guidance, settings.batch_size)
+        spec = RenderSpec(keyframes, plan_stills(len(keyframes)), width, height, settings.steps, settings.guidance, batch, timings=timings)
         metadata = base_metadata(settings, backend, width, height)
-        from latentwalk.progress import Progress, pick_mode
 
         with Progress(len(paths), "generate", pick_mode(quiet)) as progress:
-            for frame, image in render_frames(backend, spec):
-                seed = keyframes[frame.a].seed
-                text = {"prompt": prompt, "negative_prompt": settings.negative, "seed": str(seed), **metadata}
+
+            def write(frame, image):
+                text = {"prompt": prompt, "negative_prompt": settings.negative, "seed": str(keyframes[frame.a].seed), **metadata}
                 text["parameters"] = a1111_parameters(text)
                 save_png(image, paths[frame.index], text, overwrite)
                 progress.advance()
+
+            write_frames(render_frames(backend, spec), write, timings)
         seconds = time.perf_counter() - started
         report(
             quiet, json_out,
             {"command": "generate", "outputs": [str(p) for p in paths], "images": len(paths),
-             "width": width, "height": height, "model": settings.model, "seconds": round(seconds, 3),
-             "timings": rounded(spec.timings)},
+             "width": width, "height": height, "model": settings.model, "batch_size": batch,
+             "seconds": round(seconds, 3), "timings": rounded(timings)},
             f"Wrote {len(paths)} image(s) to {str(output)!r} in {seconds:.1f}s",
         )  # fmt: skip
 
@@ -276,6 +308,10 @@ def seed_walk(
     device: Device = None,
     dtype: Dtype = None,
     batch_size: BatchSize = None,
+    compile: Compile = False,
+    channels_last: ChannelsLast = False,
+    vae_slicing: VaeSlicing = False,
+    vae_tiling: VaeTiling = False,
     crf: Crf = None,
     frames_dir: FramesDir = None,
     overwrite: Overwrite = False,
@@ -300,7 +336,8 @@ def seed_walk(
         keyframes = [Keyframe(prompt, seed, settings.negative) for seed in parse_seeds(seeds)]
         check_walk(keyframes, loop, "seeds")
         run_walk("seed-walk", keyframes, loop, settings, output or Path(f"{slug(prompt)}.mp4"),
-                 duration, frames_dir, overwrite, quiet, json_out, noise_interp=interp, cond_interp="lerp")  # fmt: skip
+                 duration, frames_dir, overwrite, quiet, json_out, noise_interp=interp, cond_interp="lerp",
+                 engine=Engine(compile, channels_last, vae_slicing, vae_tiling))  # fmt: skip
 
 
 @app.command("prompt-walk")
@@ -324,6 +361,10 @@ def prompt_walk(
     device: Device = None,
     dtype: Dtype = None,
     batch_size: BatchSize = None,
+    compile: Compile = False,
+    channels_last: ChannelsLast = False,
+    vae_slicing: VaeSlicing = False,
+    vae_tiling: VaeTiling = False,
     crf: Crf = None,
     frames_dir: FramesDir = None,
     overwrite: Overwrite = False,
@@ -357,7 +398,8 @@ def prompt_walk(
             check_prompt(k.prompt)
         check_walk(keyframes, loop, "prompts")
         run_walk("prompt-walk", keyframes, loop, settings, output or prompts_file.with_suffix(".mp4"),
-                 duration, frames_dir, overwrite, quiet, json_out, noise_interp="slerp", cond_interp=interp)  # fmt: skip
+                 duration, frames_dir, overwrite, quiet, json_out, noise_interp="slerp", cond_interp=interp,
+                 engine=Engine(compile, channels_last, vae_slicing, vae_tiling))  # fmt: skip
 
 
 # ---- What the commands share ---------------------------------------------------------------------
@@ -376,6 +418,7 @@ def run_walk(
     json_out: bool,
     noise_interp: str,
     cond_interp: str,
+    engine: Engine,
 ) -> None:
     started = time.perf_counter()
     total = None
@@ -393,16 +436,17 @@ def run_walk(
         prepare_frames_dir(frames_dir, overwrite)
 
     from latentwalk.progress import Progress, pick_mode
-    from latentwalk.render import RenderSpec, render_frames
+    from latentwalk.render import RenderSpec, render_frames, write_frames
     from latentwalk.video import VideoWriter, save_png
 
-    backend, width, height = load_backend(settings, quiet)
-    spec = RenderSpec(keyframes, plan, width, height, settings.steps, settings.guidance, settings.batch_size, noise_interp, cond_interp)
+    timings = defaultdict(float)
+    backend, width, height, batch = load_backend(settings, engine, quiet, timings)
+    spec = RenderSpec(keyframes, plan, width, height, settings.steps, settings.guidance, batch, noise_interp, cond_interp, timings)
     metadata = base_metadata(settings, backend, width, height)
     with VideoWriter(output, width, height, settings.fps, settings.crf, overwrite) as video, \
             Progress(len(plan), command, pick_mode(quiet)) as progress:  # fmt: skip
-        for frame, image in render_frames(backend, spec):
-            write_started = time.perf_counter()
+
+        def write(frame, image):
             video.write(image)
             if frames_dir is not None:
                 ka, kb = keyframes[frame.a], keyframes[frame.b]
@@ -412,15 +456,16 @@ def run_walk(
                     "to_prompt": kb.prompt, "to_seed": str(kb.seed), **metadata,
                 }  # fmt: skip
                 save_png(image, frames_dir / f"frame_{frame.index:06d}.png", text, overwrite=True)
-            spec.timings["write"] += time.perf_counter() - write_started
             progress.advance()
+
+        write_frames(render_frames(backend, spec), write, timings)
     seconds = time.perf_counter() - started
     report(
         quiet, json_out,
         {"command": command, "output": str(output), "frames": len(plan), "width": width, "height": height,
          "fps": settings.fps, "keyframes": len(keyframes), "loop": loop, "model": settings.model,
-         "seconds": round(seconds, 3), "frames_per_second": round(len(plan) / seconds, 3),
-         "timings": rounded(spec.timings)},
+         "batch_size": batch, "seconds": round(seconds, 3), "frames_per_second": round(len(plan) / seconds, 3),
+         "timings": rounded(timings)},
         f"Wrote {str(output)!r}: {len(plan)} frames, {width}x{height}, {seconds:.1f}s ({len(plan) / seconds:.2f} frames/s)",
     )  # fmt: skip
 

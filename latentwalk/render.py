@@ -1,15 +1,19 @@
-"""Plan -> batches -> backend -> frames: the one loop every command runs.
+"""Plan -> batches -> backend -> frames -> sink: the one loop every command runs.
 
 Conditioning and noise are computed once per keyframe; each batch only interpolates between
-them (on the model's device, in float32) and hands the result to the backend.
+them (on the model's device, in float32) and hands the result to the backend. Frames go to the
+sink through a bounded queue on a writer thread, so the model never waits for PNG or video
+encoding, and a slow sink slows the model down instead of filling memory.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -30,17 +34,18 @@ class RenderSpec:
     batch_size: int = 1
     noise_interp: str = "slerp"
     cond_interp: str = "lerp"
-    # Seconds spent per phase, filled in while rendering.
+    # Seconds spent per phase (encode, denoise, decode, write, ...), filled in while rendering.
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
 
 def render_frames(backend: Backend, spec: RenderSpec) -> Iterator[tuple[Frame, np.ndarray]]:
     """Yield (frame, HxWx3 uint8 image) in plan order, one batch at a time."""
+    timings = spec.timings
     started = time.perf_counter()
     per_keyframe = [backend.conditioning(k.prompt, k.negative) for k in spec.keyframes]
     conds = {name: torch.cat([c[name] for c in per_keyframe]) for name in per_keyframe[0]}
     noises = torch.cat([backend.noise(k.seed, spec.width, spec.height) for k in spec.keyframes])
-    spec.timings["encode"] += time.perf_counter() - started
+    timings["encode"] += time.perf_counter() - started
 
     mix_noise = INTERPOLATIONS[spec.noise_interp]
     mix_cond = INTERPOLATIONS[spec.cond_interp]
@@ -51,6 +56,97 @@ def render_frames(backend: Backend, spec: RenderSpec) -> Iterator[tuple[Frame, n
         t = torch.tensor([f.t for f in batch], dtype=torch.float32, device=noises.device)
         noise = mix_noise(noises[a], noises[b], t)
         cond = {name: mix_cond(value[a], value[b], t) for name, value in conds.items()}
-        images = backend.render(noise, cond, spec.steps, spec.guidance)
-        spec.timings["render"] += time.perf_counter() - started
+        latents = backend.denoise(noise, cond, spec.steps, spec.guidance)
+        backend.sync()
+        decoded = time.perf_counter()
+        timings["denoise"] += decoded - started
+        images = backend.decode(latents).cpu().numpy()  # the one copy to the host
+        timings["decode"] += time.perf_counter() - decoded
         yield from zip(batch, images)
+
+
+_DONE = object()
+
+
+def write_frames(
+    frames: Iterable[tuple[Frame, np.ndarray]],
+    write: Callable[[Frame, np.ndarray], None],
+    timings: dict[str, float],
+    queue_size: int = 8,
+    threaded: bool = True,
+) -> int:
+    """Feed every frame to `write`, on a writer thread behind a bounded queue (or inline).
+
+    An error on either side stops both: a failed write stops the render at its next frame, and
+    a failed render (or Ctrl-C) stops the writer. Returns the number of frames written.
+    """
+    if not threaded:
+        count = 0
+        for frame, image in frames:
+            started = time.perf_counter()
+            write(frame, image)
+            timings["write"] += time.perf_counter() - started
+            count += 1
+        return count
+
+    pending: queue.Queue = queue.Queue(maxsize=queue_size)
+    failure: list[BaseException] = []
+    stop = threading.Event()
+    written = 0
+
+    def writer() -> None:
+        nonlocal written
+        while True:
+            item = pending.get()
+            if item is _DONE or stop.is_set():
+                return
+            started = time.perf_counter()
+            try:
+                write(*item)
+            except BaseException as e:  # noqa: BLE001 - handed to the main thread
+                failure.append(e)
+                stop.set()
+                return
+            timings["write"] += time.perf_counter() - started
+            written += 1
+
+    def put(item) -> bool:
+        """Queue an item, waiting while the queue is full; False once the writer has stopped."""
+        started = time.perf_counter()
+        try:
+            while not stop.is_set():
+                try:
+                    pending.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+        finally:
+            timings["queue_wait"] += time.perf_counter() - started
+
+    thread = threading.Thread(target=writer, name="latentwalk-writer", daemon=True)
+    thread.start()
+    try:
+        for item in frames:
+            if not put(item):
+                break
+        put(_DONE)
+    except BaseException:
+        stop.set()
+        _drain(pending)
+        thread.join()
+        raise
+    thread.join()
+    if failure:
+        raise failure[0]
+    return written
+
+
+def _drain(pending: queue.Queue) -> None:
+    """Empty the queue and leave a stop marker, so a writer blocked on get() wakes up."""
+    try:
+        while True:
+            pending.get_nowait()
+    except queue.Empty:
+        pass
+    pending.put(_DONE)

@@ -50,7 +50,8 @@ def test_seed_walk_video_keyframes_equal_generate_and_frames_morph(cli, tmp_path
     result = cli("seed-walk", "a castle", "--seeds", "5,9", "--frames", "4", "-o", "walk.mp4", "--frames-dir", "frames", *FAST, "--batch-size", "3", "--json")
     summary = json.loads(result.stdout)
     assert summary["frames"] == 5 and summary["output"] == "walk.mp4"
-    assert set(summary["timings"]) >= {"encode", "render", "write"}
+    assert set(summary["timings"]) >= {"load", "encode", "denoise", "decode", "write", "queue_wait"}
+    assert summary["batch_size"] == 3
     video, meta = read_video(tmp_path / "walk.mp4")
     assert video.shape == (5, 64, 64, 3) and meta["fps"] == 12
     pngs = [read_png(tmp_path / "frames" / f"frame_{i:06d}.png") for i in range(5)]
