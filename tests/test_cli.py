@@ -75,6 +75,14 @@ def test_identical_runs_give_identical_frames(cli, tmp_path):
     assert np.array_equal(read_video(tmp_path / "a.mp4")[0], read_video(tmp_path / "b.mp4")[0])
 
 
+def test_engine_switches_through_the_cli(cli, tmp_path):
+    result = cli("seed-walk", "a castle", "--seeds", "1,2", "--frames", "2", "-o", "e.mp4", *FAST,
+                 "--channels-last", "--vae-slicing", "--vae-tiling", "--batch-size", "2", "--json", "-q")  # fmt: skip
+    summary = json.loads(result.stdout)
+    assert summary["frames"] == 3 and summary["batch_size"] == 2
+    assert read_video(tmp_path / "e.mp4")[0].shape == (3, 64, 64, 3)
+
+
 def test_seed_walk_loop_gif_by_duration(cli, tmp_path):
     result = cli("seed-walk", "a castle", "--seeds", "1,2,3", "--loop", "--duration", "1", "--fps", "10", "-o", "loop.gif", *FAST, "--ease", "ease-in-out")
     video, meta = read_video(tmp_path / "loop.gif")

@@ -112,3 +112,33 @@ def test_engine_switches_draw_the_same_frames(keyframes, switch):
 
 def test_auto_batch_size_is_one_on_the_cpu():
     assert auto_batch_size(CPU, 512, 512, torch.float32) == 1
+
+
+def test_a_compiler_that_fails_is_one_clear_error_before_any_output(monkeypatch, keyframes):
+    from latentwalk.errors import LatentwalkError
+
+    class Broken(torch.nn.Module):
+        """Like torch.compile's wrapper on a machine whose compiler fails at the first call."""
+
+        def __init__(self, module):
+            super().__init__()
+            self._orig_mod = module
+
+        def __getattr__(self, name):
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                return getattr(self._orig_mod, name)
+
+        def forward(self, *args, **kwargs):
+            raise RuntimeError("InductorError: C++ compile error\n" + "page of compiler output\n" * 50)
+
+    monkeypatch.setattr(torch, "compile", Broken)
+
+    backend = Backend(load_pipeline("builtin:tiny", torch.float32), "builtin:tiny", CPU, torch.float32)
+    backend.optimize(compile=True)
+    with pytest.raises(LatentwalkError) as error:
+        backend.warm_up(64, 64, batch_size=2)
+    message = str(error.value)
+    assert message.startswith("--compile failed on this machine (RuntimeError: InductorError: C++ compile error)")
+    assert "\n" not in message and message.endswith("run without --compile")
