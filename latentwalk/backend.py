@@ -234,15 +234,15 @@ class Backend:
             pipe.vae.decoder = torch.compile(pipe.vae.decoder)
         self.compiled = compile
 
-    def warm_up(self, width: int, height: int, batch_size: int) -> None:
-        """Compile now, at the render's shapes, so a failure comes before any output is started."""
+    def warm_up(self, width: int, height: int, batch_size: int, guidance: float) -> None:
+        """Compile now, at the render's shapes (guidance doubles the UNet's batch), so a failure
+        comes before any output is started and the render itself does not recompile."""
         if not self.compiled:
             return
-        cond = self.conditioning("", "")
-        cond = {name: value.expand(batch_size, *value.shape[1:]) for name, value in cond.items()}
-        noise = self.noise(0, width, height).expand(batch_size, -1, -1, -1)
+        cond = {name: value.repeat(batch_size, 1, 1) for name, value in self.conditioning("", "").items()}
+        noise = self.noise(0, width, height).repeat(batch_size, 1, 1, 1)
         try:
-            self.decode(self.denoise(noise, cond, steps=1, guidance=2.0)).cpu()
+            self.decode(self.denoise(noise, cond, steps=1, guidance=guidance)).cpu()
         except Exception as e:  # noqa: BLE001 - the compiler's errors run to pages
             first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
             raise LatentwalkError(f"--compile failed on this machine ({type(e).__name__}: {first_line}); run without --compile") from e

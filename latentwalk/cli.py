@@ -193,7 +193,7 @@ def load_backend(settings: Settings, engine: Engine, quiet: bool, timings: dict)
     if settings.model == "builtin:tiny" and not quiet:
         warn("builtin:tiny is a random toy model and draws noise; use --preset sd-turbo or --model for pictures")
     started = time.perf_counter()
-    backend.warm_up(width, height, batch_size)
+    backend.warm_up(width, height, batch_size, settings.guidance)
     if engine.compile:
         timings["compile"] += time.perf_counter() - started
     return backend, width, height, batch_size

@@ -274,7 +274,7 @@ def child_ours(spec: dict) -> None:
     compile_started = time.perf_counter()
     if spec.get("compile"):
         backend.optimize(compile=True)
-        backend.warm_up(spec["size"], spec["size"], spec["batch"])
+        backend.warm_up(spec["size"], spec["size"], spec["batch"], spec["guidance"])
     compile_seconds = time.perf_counter() - compile_started
     spent = instrument(backend.pipe, spec["device"])
     started = time.perf_counter()

@@ -138,7 +138,7 @@ def test_a_compiler_that_fails_is_one_clear_error_before_any_output(monkeypatch,
     backend = Backend(load_pipeline("builtin:tiny", torch.float32), "builtin:tiny", CPU, torch.float32)
     backend.optimize(compile=True)
     with pytest.raises(LatentwalkError) as error:
-        backend.warm_up(64, 64, batch_size=2)
+        backend.warm_up(64, 64, batch_size=2, guidance=7.5)
     message = str(error.value)
     assert message.startswith("--compile failed on this machine (RuntimeError: InductorError: C++ compile error)")
     assert "\n" not in message and message.endswith("run without --compile")
