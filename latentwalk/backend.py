@@ -122,14 +122,17 @@ def load_pipeline(model: str, dtype: torch.dtype) -> DiffusionPipeline:
     raise BadInput(f"--model {model!r}: no such file or folder, and not a hub id like org/name")
 
 
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """A library's error as one short line: loaders and compilers raise pages."""
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return line[:limit] + "..." if len(line) > limit else line
+
+
 def _load(model: str, loader: Callable, *args, **kwargs) -> DiffusionPipeline:
     try:
         return loader(*args, **kwargs)
     except Exception as e:  # noqa: BLE001 - any loader failure becomes one line for the user
-        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        if len(first_line) > 300:
-            first_line = first_line[:300] + "..."
-        raise LatentwalkError(f"cannot load model {model!r}: {first_line}") from e
+        raise LatentwalkError(f"cannot load model {model!r}: {first_line(e)}") from e
 
 
 class Backend:
@@ -228,8 +231,6 @@ class Backend:
         if vae_tiling:
             pipe.vae.enable_tiling()
         if compile:
-            if not hasattr(torch, "compile"):
-                raise BadInput("--compile needs torch 2 or newer")
             pipe.unet = torch.compile(pipe.unet)
             pipe.vae.decoder = torch.compile(pipe.vae.decoder)
         self.compiled = compile
@@ -244,8 +245,7 @@ class Backend:
         try:
             self.decode(self.denoise(noise, cond, steps=1, guidance=guidance)).cpu()
         except Exception as e:  # noqa: BLE001 - the compiler's errors run to pages
-            first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-            raise LatentwalkError(f"--compile failed on this machine ({type(e).__name__}: {first_line}); run without --compile") from e
+            raise LatentwalkError(f"--compile failed on this machine ({type(e).__name__}: {first_line(e)}); run without --compile") from e
 
     def sync(self) -> None:
         """Wait for the device, so a phase's time is its own (no-op on the CPU)."""

@@ -58,10 +58,10 @@ def render_frames(backend: Backend, spec: RenderSpec) -> Iterator[tuple[Frame, n
         cond = {name: mix_cond(value[a], value[b], t) for name, value in conds.items()}
         latents = backend.denoise(noise, cond, spec.steps, spec.guidance)
         backend.sync()
-        decoded = time.perf_counter()
-        timings["denoise"] += decoded - started
+        denoised = time.perf_counter()
+        timings["denoise"] += denoised - started
         images = backend.decode(latents).cpu().numpy()  # the one copy to the host
-        timings["decode"] += time.perf_counter() - decoded
+        timings["decode"] += time.perf_counter() - denoised
         yield from zip(batch, images)
 
 
@@ -73,22 +73,12 @@ def write_frames(
     write: Callable[[Frame, np.ndarray], None],
     timings: dict[str, float],
     queue_size: int = 8,
-    threaded: bool = True,
 ) -> int:
-    """Feed every frame to `write`, on a writer thread behind a bounded queue (or inline).
+    """Feed every frame to `write` on a writer thread behind a bounded queue.
 
     An error on either side stops both: a failed write stops the render at its next frame, and
     a failed render (or Ctrl-C) stops the writer. Returns the number of frames written.
     """
-    if not threaded:
-        count = 0
-        for frame, image in frames:
-            started = time.perf_counter()
-            write(frame, image)
-            timings["write"] += time.perf_counter() - started
-            count += 1
-        return count
-
     pending: queue.Queue = queue.Queue(maxsize=queue_size)
     failure: list[BaseException] = []
     stop = threading.Event()

@@ -227,11 +227,8 @@ def ensure_peer() -> Path:
                         "librosa", "av", "opencv-python-headless", "scipy"], check=True)  # fmt: skip
         subprocess.run([*pip, "--no-deps", f"stable-diffusion-videos=={PEER_VERSION}"], check=True)
         (venv / ".ready").touch()
-    shims = WORK / "shims"
-    shims.mkdir(parents=True, exist_ok=True)
-    (shims / "peer_shims.py").write_text(PEER_SHIMS)
-    (shims / "bench_common.py").write_text(COMMON)
-    (shims / "peer_driver.py").write_text(PEER_DRIVER)
+    (WORK / "shims" / "peer_shims.py").write_text(PEER_SHIMS)
+    (WORK / "shims" / "peer_driver.py").write_text(PEER_DRIVER)
     return python
 
 
@@ -254,9 +251,7 @@ def run_ours(spec: dict, out: Path) -> dict:
 
 def child_ours(spec: dict) -> None:
     """latentwalk's render of the same walk: the library calls the CLI makes, instrumented."""
-    sys.path.insert(0, str(WORK / "shims"))
-    (WORK / "shims").mkdir(parents=True, exist_ok=True)
-    (WORK / "shims" / "bench_common.py").write_text(COMMON)
+    sys.path.insert(0, str(WORK / "shims"))  # bench_common, written by main()
     from collections import defaultdict
 
     import torch
@@ -329,7 +324,9 @@ def main() -> None:
         size=512 if gpu else 128, steps=25 if gpu else 4, frames=48 if gpu else 12,
         batch=4 if gpu else 1, dtype="float16" if gpu else "float32", guidance=7.5,
     )  # fmt: skip
-    WORK.mkdir(parents=True, exist_ok=True)
+    # The children's shared timing code, written once for every child of this run.
+    (WORK / "shims").mkdir(parents=True, exist_ok=True)
+    (WORK / "shims" / "bench_common.py").write_text(COMMON)
     out = WORK / "out" / time.strftime("%Y%m%d-%H%M%S")
     peer_python = None if args.skip_peer else ensure_peer()
     spec["model"] = str(ensure_model("sd15-random"))
