@@ -93,8 +93,11 @@ def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
-def load_pipeline(model: str, dtype: torch.dtype) -> DiffusionPipeline:
-    """A pipeline from a builtin name, a local diffusers folder, a .safetensors file or a hub id."""
+def load_pipeline(model: str, dtype: torch.dtype, revision: str | None = None, allow_pickle: bool = False) -> DiffusionPipeline:
+    """A pipeline from a builtin name, a local diffusers folder, a .safetensors file or a hub id.
+
+    Weights load from safetensors only: a pickle (.ckpt, .bin, .pt) can run any code while it is
+    unpickled, so it needs `allow_pickle`. Remote code is never run."""
     if model.startswith("builtin:"):
         if model != "builtin:tiny":
             raise BadInput(f"unknown builtin model {model!r} (builtins: {', '.join(BUILTIN_MODELS)})")
@@ -102,24 +105,42 @@ def load_pipeline(model: str, dtype: torch.dtype) -> DiffusionPipeline:
 
         return build_tiny_pipeline().to(dtype=dtype)
     path = Path(model).expanduser()
-    # No safety checker: it blacks out whole frames of a video. Pickle is never trusted.
+    # No safety checker: it blacks out whole frames of a video.
     options = dict(dtype=dtype, safety_checker=None, requires_safety_checker=False)
+    # use_safetensors=None lets diffusers fall back to pickled .bin weights.
+    folder_options = dict(options, use_safetensors=None if allow_pickle else True, trust_remote_code=False)
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise BadInput(f"--model {model!r} is a folder but not a diffusers model (no model_index.json)")
-        return _load(model, DiffusionPipeline.from_pretrained, str(path), use_safetensors=None, **options)
+        pickled = [] if allow_pickle else pickle_only_weights(path)
+        if pickled:
+            raise BadInput(
+                f"--model {model!r} has pickle-only weights ({pickled[0]}), which can run arbitrary code "
+                "when loaded; convert them to .safetensors, or pass --allow-pickle if you trust the source"
+            )
+        return _load(model, DiffusionPipeline.from_pretrained, str(path), **folder_options)
     if path.is_file():
-        if path.suffix in PICKLE_SUFFIXES:
+        if path.suffix in PICKLE_SUFFIXES and not allow_pickle:
             raise BadInput(
                 f"--model {model!r} is a pickle checkpoint, which can run arbitrary code when "
-                "loaded; convert it to .safetensors"
+                "loaded; convert it to .safetensors, or pass --allow-pickle if you trust the source"
             )
-        if path.suffix != ".safetensors":
+        if path.suffix != ".safetensors" and path.suffix not in PICKLE_SUFFIXES:
             raise BadInput(f"--model {model!r}: expected a diffusers folder or a .safetensors file")
         return _load(model, StableDiffusionPipeline.from_single_file, str(path), **options)
     if _HUB_ID.match(model) and not model.startswith((".", "/", "~")):
-        return _load(model, DiffusionPipeline.from_pretrained, model, **options)
+        return _load(model, DiffusionPipeline.from_pretrained, model, revision=revision, **folder_options)
     raise BadInput(f"--model {model!r}: no such file or folder, and not a hub id like org/name")
+
+
+def pickle_only_weights(folder: Path) -> list[str]:
+    """Weight files of the components (unet/, vae/, ...) that have no safetensors beside them."""
+    found = []
+    for component in sorted(p for p in folder.iterdir() if p.is_dir()):
+        files = [p for p in component.iterdir() if p.is_file()]
+        if not any(p.suffix == ".safetensors" for p in files):
+            found += [str(p.relative_to(folder)) for p in files if p.suffix in PICKLE_SUFFIXES]
+    return found
 
 
 def first_line(error: BaseException, limit: int = 300) -> str:

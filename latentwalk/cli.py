@@ -11,25 +11,22 @@ import os
 import re
 import time
 import warnings
-from collections import defaultdict
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
 import typer
 
 from latentwalk import __version__
-from latentwalk.errors import EXIT_FAILURE, BadInput, LatentwalkError
-from latentwalk.presets import load_preset
+from latentwalk.errors import EXIT_FAILURE, BadInput, Busy, Interrupted, LatentwalkError
+from latentwalk.job import Engine, Job, Options, Settings, resolve_settings
 from latentwalk.schedule import (
-    EASINGS,
+    Frame,
     Keyframe,
     check_positive,
     check_walk,
     parse_seed,
     parse_seeds,
-    parse_size,
     plan_stills,
     plan_walk,
     read_prompts,
@@ -45,25 +42,10 @@ app = typer.Typer(
     help="Images and latent-space interpolation videos from diffusion models.",
 )
 
-# Built-in defaults; a preset overrides them and explicit flags override the preset.
-DEFAULTS = dict(
-    model="builtin:tiny",
-    steps=25,
-    guidance=7.5,
-    size=None,  # the model's native size
-    scheduler=None,  # the model's own
-    negative="",
-    fps=24.0,
-    frames=24,
-    crf=None,
-    batch_size=None,  # automatic
-    ease="linear",
-    device="auto",
-    dtype=None,
-)
-
 # ---- Options shared by several commands, defined once ---------------------------------------------
 Model = Annotated[Optional[str], typer.Option("--model", "-m", help="Hub id (org/name), local diffusers folder, .safetensors file, or builtin:tiny. [default: builtin:tiny]", show_default=False)]
+Revision = Annotated[Optional[str], typer.Option("--revision", help="Branch, tag or commit of a hub --model. [default: main]", show_default=False)]
+AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle weights (.ckpt, .bin, .pt), which can run code when loaded. Only for sources you trust.")]
 Preset = Annotated[Optional[str], typer.Option("--preset", "-p", help="Preset name (tiny, sd15, sd-turbo) or path to a .toml file; flags override it.")]
 Steps = Annotated[Optional[int], typer.Option("--steps", help="Denoising steps. [default: 25]", show_default=False)]
 Guidance = Annotated[Optional[float], typer.Option("--guidance", "-g", help="Classifier-free guidance scale; 1 or less turns it off. [default: 7.5]", show_default=False)]
@@ -86,7 +68,8 @@ Fps = Annotated[Optional[float], typer.Option("--fps", help="Frames per second o
 Loop = Annotated[bool, typer.Option("--loop", help="Walk back to the first keyframe for a seamless loop.")]
 Ease = Annotated[Optional[str], typer.Option("--ease", help="Easing within each segment: linear, ease-in-out, ease-in or ease-out. [default: linear]", show_default=False)]
 Crf = Annotated[Optional[int], typer.Option("--crf", help="Quality, lower is better: 0-51 for .mp4 (default 18), 0-63 for .webm (default 32).", show_default=False)]
-FramesDir = Annotated[Optional[Path], typer.Option("--frames-dir", help="Also save every frame as a PNG in this folder.", show_default=False)]
+FramesDir = Annotated[Optional[Path], typer.Option("--frames-dir", help="Keep every frame as a PNG in this folder; an interrupted run resumes from it.", show_default=False)]
+KeepFrames = Annotated[bool, typer.Option("--keep-frames", help="Keep the work directory of finished frames after success (its path is printed).")]
 VideoOut = Annotated[Optional[Path], typer.Option("--output", "-o", help="Video file: .mp4 (H.264), .webm (VP9) or .gif. [default: from the prompt]", show_default=False)]
 
 
@@ -110,6 +93,9 @@ def one_line_errors() -> Iterator[None]:
         if os.environ.get("LATENTWALK_DEBUG"):
             raise
         fail(str(e), e.exit_code)
+    except Interrupted as e:
+        typer.echo(f"Interrupted by {e}.", err=True)
+        raise typer.Exit(e.exit_code)
     except KeyboardInterrupt:
         typer.echo("Interrupted.", err=True)
         raise typer.Exit(130)
@@ -119,94 +105,21 @@ def one_line_errors() -> Iterator[None]:
         fail(f"{type(e).__name__}: {e} (set LATENTWALK_DEBUG=1 for the traceback)", EXIT_FAILURE)
 
 
-@dataclass
-class Settings:
-    model: str
-    steps: int
-    guidance: float
-    size: tuple[int, int] | None
-    scheduler: str | None
-    negative: str
-    fps: float
-    frames: int
-    crf: int | None
-    batch_size: int | None
-    ease: str
-    device: str
-    dtype: str | None
-
-
-def resolve_settings(preset: str | None, **flags) -> Settings:
-    """Defaults, then the preset, then the flags given; every value checked."""
-    values = dict(DEFAULTS)
-    if preset is not None:
-        values.update(load_preset(preset))
-    values.update({key: value for key, value in flags.items() if value is not None})
-    check_positive("--steps", values["steps"], limit=1000)
-    check_positive("--fps", values["fps"], limit=240)
-    check_positive("--frames", values["frames"])
-    check_positive("--batch-size", values["batch_size"], limit=1024)
-    if not -100 <= values["guidance"] <= 100:
-        raise BadInput(f"--guidance must be between -100 and 100, got {values['guidance']}")
-    if values["crf"] is not None and not 0 <= values["crf"] <= 63:
-        raise BadInput(f"--crf must be from 0 to 63, got {values['crf']}")
-    if values["ease"] not in EASINGS:
-        raise BadInput(f"--ease must be one of {', '.join(EASINGS)}, got {values['ease']!r}")
-    if values["size"] is not None:
-        values["size"] = parse_size(str(values["size"]))
-    return Settings(**values)
-
-
 def slug(prompt: str) -> str:
     """A file-name-safe short form of a prompt."""
     text = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")
     return text[:48].rstrip("-") or "latentwalk"
 
 
-@dataclass
-class Engine:
-    """How to run the model, as opposed to what to draw."""
-
-    compile: bool = False
-    channels_last: bool = False
-    vae_slicing: bool = False
-    vae_tiling: bool = False
-
-
-def load_backend(settings: Settings, engine: Engine, quiet: bool, timings: dict):
-    """Import torch and diffusers only now, after all cheap checks passed.
-    Returns the backend, the frame size and the batch size."""
-    from latentwalk.backend import Backend, auto_batch_size, load_pipeline, resolve_device, resolve_dtype
-
-    started = time.perf_counter()
-    device = resolve_device(settings.device)
-    dtype = resolve_dtype(settings.dtype, device)
-    pipe = load_pipeline(settings.model, dtype)
-    backend = Backend(pipe, settings.model, device, dtype, scheduler=settings.scheduler, warn=warn)
-    width, height = settings.size or backend.default_size
-    backend.check_size(width, height)
-    backend.check_steps(settings.steps)
-    batch_size = settings.batch_size or auto_batch_size(device, width, height, dtype)
-    backend.optimize(engine.compile, engine.channels_last, engine.vae_slicing, engine.vae_tiling)
-    timings["load"] += time.perf_counter() - started
-    if settings.model == "builtin:tiny" and not quiet:
-        warn("builtin:tiny is a random toy model and draws noise; use --preset sd-turbo or --model for pictures")
-    started = time.perf_counter()
-    backend.warm_up(width, height, batch_size, settings.guidance)
-    if engine.compile:
-        timings["compile"] += time.perf_counter() - started
-    return backend, width, height, batch_size
-
-
-def base_metadata(settings: Settings, backend, width: int, height: int) -> dict[str, str]:
+def base_metadata(settings: Settings, resolved: dict) -> dict[str, str]:
     return {
         "model": settings.model,
         "steps": str(settings.steps),
         "guidance": f"{settings.guidance:g}",
-        "width": str(width),
-        "height": str(height),
-        "scheduler": backend.scheduler_name,
-        "dtype": str(backend.dtype).removeprefix("torch."),
+        "width": str(resolved["width"]),
+        "height": str(resolved["height"]),
+        "scheduler": resolved["scheduler"],
+        "dtype": resolved["dtype"],
         "latentwalk_version": __version__,
     }
 
@@ -220,6 +133,7 @@ def generate(
     seeds: Annotated[str, typer.Option("--seeds", "-s", help="Seeds, one image each: 1,2,3 or ranges like 1-8.")] = "0",
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs (created if missing), or a .png file name.")] = Path("."),
     model: Model = None,
+    revision: Revision = None,
     preset: Preset = None,
     steps: Steps = None,
     guidance: Guidance = None,
@@ -233,57 +147,34 @@ def generate(
     channels_last: ChannelsLast = False,
     vae_slicing: VaeSlicing = False,
     vae_tiling: VaeTiling = False,
+    allow_pickle: AllowPickle = False,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
     json_out: Json = False,
 ) -> None:
-    """Draw one PNG per seed. Each PNG carries its parameters in text chunks.
+    """Draw one PNG per seed. Each PNG carries its parameters in text chunks, and has a
+    manifest beside it (NAME.png.json) that `latentwalk render` re-renders.
 
     \b
     Example:
       latentwalk generate "a medieval castle" --seeds 1-3 -o out/
     """
     with one_line_errors():
-        started = time.perf_counter()
         settings = resolve_settings(
-            preset, model=model, steps=steps, guidance=guidance, size=size, negative=negative,
-            scheduler=scheduler, device=device, dtype=dtype, batch_size=batch_size,
+            preset, model=model, revision=revision, steps=steps, guidance=guidance, size=size,
+            negative=negative, scheduler=scheduler, device=device, dtype=dtype, batch_size=batch_size,
         )  # fmt: skip
         check_prompt(prompt)
         seed_list = parse_seeds(seeds)
         repeated = sorted({s for s in seed_list if seed_list.count(s) > 1})
         if repeated:
             raise BadInput(f"--seeds lists {', '.join(map(str, repeated))} more than once")
-        paths = image_paths(output, prompt, seed_list, overwrite)
-
-        from latentwalk.progress import Progress, pick_mode
-        from latentwalk.render import RenderSpec, render_frames, write_frames
-        from latentwalk.video import save_png
-
-        timings = defaultdict(float)
-        engine = Engine(compile, channels_last, vae_slicing, vae_tiling)
-        backend, width, height, batch = load_backend(settings, engine, quiet, timings)
+        paths = image_paths(output, prompt, seed_list)
         keyframes = [Keyframe(prompt, seed, settings.negative) for seed in seed_list]
-        spec = RenderSpec(keyframes, plan_stills(len(keyframes)), width, height, settings.steps, settings.guidance, batch, timings=timings)
-        metadata = base_metadata(settings, backend, width, height)
-
-        with Progress(len(paths), "generate", pick_mode(quiet)) as progress:
-
-            def write(frame, image):
-                text = {"prompt": prompt, "negative_prompt": settings.negative, "seed": str(keyframes[frame.a].seed), **metadata}
-                text["parameters"] = a1111_parameters(text)
-                save_png(image, paths[frame.index], text, overwrite)
-                progress.advance()
-
-            write_frames(render_frames(backend, spec), write, timings)
-        seconds = time.perf_counter() - started
-        report(
-            quiet, json_out,
-            {"command": "generate", "outputs": [str(p) for p in paths], "images": len(paths),
-             "width": width, "height": height, "model": settings.model, "batch_size": batch,
-             "seconds": round(seconds, 3), "timings": rounded(timings)},
-            f"Wrote {len(paths)} image(s) to {str(output)!r} in {seconds:.1f}s",
-        )  # fmt: skip
+        job = Job("generate", settings, Engine(compile, channels_last, vae_slicing, vae_tiling), keyframes, plan_stills(len(keyframes)))
+        summary = run_job(job, dict(enumerate(paths)), Options(overwrite, quiet, allow_pickle=allow_pickle))
+        summary.update(outputs=[str(p) for p in paths], images=len(paths))
+        report(quiet, json_out, summary, f"Wrote {len(paths)} image(s) to {str(output)!r} in {summary['seconds']:.1f}s")
 
 
 @app.command("seed-walk")
@@ -298,6 +189,7 @@ def seed_walk(
     interp: Annotated[str, typer.Option("--interp", help="How the noise moves between seeds: slerp (keeps its statistics) or lerp.")] = "slerp",
     ease: Ease = None,
     model: Model = None,
+    revision: Revision = None,
     preset: Preset = None,
     steps: Steps = None,
     guidance: Guidance = None,
@@ -311,8 +203,10 @@ def seed_walk(
     channels_last: ChannelsLast = False,
     vae_slicing: VaeSlicing = False,
     vae_tiling: VaeTiling = False,
+    allow_pickle: AllowPickle = False,
     crf: Crf = None,
     frames_dir: FramesDir = None,
+    keep_frames: KeepFrames = False,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
     json_out: Json = False,
@@ -325,18 +219,19 @@ def seed_walk(
     """
     with one_line_errors():
         settings = resolve_settings(
-            preset, model=model, steps=steps, guidance=guidance, size=size, negative=negative,
-            scheduler=scheduler, device=device, dtype=dtype, batch_size=batch_size, fps=fps,
-            frames=frames, crf=crf, ease=ease,
+            preset, model=model, revision=revision, steps=steps, guidance=guidance, size=size,
+            negative=negative, scheduler=scheduler, device=device, dtype=dtype, batch_size=batch_size,
+            fps=fps, frames=frames, crf=crf, ease=ease,
         )  # fmt: skip
         check_prompt(prompt)
         check_interp(interp)
         check_length(frames, duration)
         keyframes = [Keyframe(prompt, seed, settings.negative) for seed in parse_seeds(seeds)]
         check_walk(keyframes, loop, "seeds")
-        run_walk("seed-walk", keyframes, loop, settings, output or Path(f"{slug(prompt)}.mp4"),
-                 duration, frames_dir, overwrite, quiet, json_out, noise_interp=interp, cond_interp="lerp",
-                 engine=Engine(compile, channels_last, vae_slicing, vae_tiling))  # fmt: skip
+        engine = Engine(compile, channels_last, vae_slicing, vae_tiling)
+        job = Job("seed-walk", settings, engine, keyframes, walk_plan(keyframes, loop, settings, duration), loop, interp, "lerp")
+        options = Options(overwrite, quiet, keep_frames, frames_dir, allow_pickle)
+        run_walk(job, output or Path(f"{slug(prompt)}.mp4"), options, json_out)
 
 
 @app.command("prompt-walk")
@@ -351,6 +246,7 @@ def prompt_walk(
     interp: Annotated[str, typer.Option("--interp", help="How the text embeddings move between prompts: lerp or slerp. Seeds are always slerped.")] = "lerp",
     ease: Ease = None,
     model: Model = None,
+    revision: Revision = None,
     preset: Preset = None,
     steps: Steps = None,
     guidance: Guidance = None,
@@ -364,8 +260,10 @@ def prompt_walk(
     channels_last: ChannelsLast = False,
     vae_slicing: VaeSlicing = False,
     vae_tiling: VaeTiling = False,
+    allow_pickle: AllowPickle = False,
     crf: Crf = None,
     frames_dir: FramesDir = None,
+    keep_frames: KeepFrames = False,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
     json_out: Json = False,
@@ -386,9 +284,9 @@ def prompt_walk(
     """
     with one_line_errors():
         settings = resolve_settings(
-            preset, model=model, steps=steps, guidance=guidance, size=size, negative=negative,
-            scheduler=scheduler, device=device, dtype=dtype, batch_size=batch_size, fps=fps,
-            frames=frames, crf=crf, ease=ease,
+            preset, model=model, revision=revision, steps=steps, guidance=guidance, size=size,
+            negative=negative, scheduler=scheduler, device=device, dtype=dtype, batch_size=batch_size,
+            fps=fps, frames=frames, crf=crf, ease=ease,
         )  # fmt: skip
         check_interp(interp)
         check_length(frames, duration)
@@ -396,77 +294,165 @@ def prompt_walk(
         for k in keyframes:
             check_prompt(k.prompt)
         check_walk(keyframes, loop, "prompts")
-        run_walk("prompt-walk", keyframes, loop, settings, output or prompts_file.with_suffix(".mp4"),
-                 duration, frames_dir, overwrite, quiet, json_out, noise_interp="slerp", cond_interp=interp,
-                 engine=Engine(compile, channels_last, vae_slicing, vae_tiling))  # fmt: skip
+        engine = Engine(compile, channels_last, vae_slicing, vae_tiling)
+        job = Job("prompt-walk", settings, engine, keyframes, walk_plan(keyframes, loop, settings, duration), loop, "slerp", interp)
+        options = Options(overwrite, quiet, keep_frames, frames_dir, allow_pickle)
+        run_walk(job, output or prompts_file.with_suffix(".mp4"), options, json_out)
+
+
+@app.command()
+def render(
+    manifest_file: Annotated[Path, typer.Argument(metavar="MANIFEST", help="A manifest: the NAME.json beside a video or image latentwalk made.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write. [default: the manifest's name without .json]", show_default=False)] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="Render on another device than the manifest's (frames then differ slightly).", show_default=False)] = None,
+    allow_pickle: AllowPickle = False,
+    frames_dir: FramesDir = None,
+    keep_frames: KeepFrames = False,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    json_out: Json = False,
+) -> None:
+    """Render what a manifest describes, again. The same device and library versions give
+    identical frames; other versions are named in a warning.
+
+    \b
+    Example:
+      latentwalk render castle.mp4.json -o castle-again.mp4
+    """
+    from latentwalk import manifest
+
+    with one_line_errors():
+        data = manifest.read(manifest_file)
+        job = manifest.to_job(data, manifest_file, device)
+        for line in manifest.version_changes(data):
+            warn(line)
+        target = output or manifest_file.with_name(manifest_file.name.removesuffix(".json"))
+        options = Options(overwrite, quiet, keep_frames, frames_dir, allow_pickle)
+        index = data.get("index")
+        if index is None:
+            run_walk(job, target, options, json_out)
+            return
+        if target.suffix.lower() != ".png":
+            raise BadInput(f"output {str(target)!r}: an image manifest renders a .png")
+        from latentwalk.video import check_writable_file
+
+        for path in (target, manifest.sidecar(target)):
+            check_writable_file(path, overwrite)
+        # Just this image, in the batch it was made in: a batch's frames can differ in the last bit.
+        batch = job.settings.batch_size
+        job.plan = job.plan[index // batch * batch :][:batch]
+        summary = run_job(job, {index: target}, options)
+        summary["outputs"] = [str(target)]
+        report(quiet, json_out, summary, f"Wrote {str(target)!r} in {summary['seconds']:.1f}s")
+
+
+@app.command()
+def clean(
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Only list what would be removed.")] = False,
+    older_than: Annotated[float, typer.Option("--older-than", help="Only work directories untouched for this many hours.")] = 0.0,
+    json_out: Json = False,
+) -> None:
+    """Remove the work directories of interrupted renders (finished frames waiting for a
+    re-run to resume them) and those kept with --keep-frames, with the lock and partial files
+    a killed run left beside its output. Those of running renders stay.
+
+    \b
+    Work directories live in $LATENTWALK_CACHE/work, by default ~/.cache/latentwalk/work.
+    """
+    from latentwalk.workdir import list_work_dirs, remove_leftovers, remove_work_dir, work_root
+
+    with one_line_errors():
+        if not older_than >= 0:
+            raise BadInput(f"--older-than must be 0 or more hours, got {older_than}")
+        now, listed, freed = time.time(), [], 0
+        for work in list_work_dirs():
+            age_hours = (now - work.modified) / 3600
+            entry = {
+                "path": str(work.folder), "command": work.record.get("command"), "outputs": work.record.get("outputs", []),
+                "frames": work.frames, "of": work.record.get("frames"), "bytes": work.bytes,
+                "age_hours": round(age_hours, 2), "running": work.running,
+            }  # fmt: skip
+            if work.running or age_hours < older_than:
+                entry["action"] = "kept"
+            elif dry_run:
+                entry["action"] = "would remove"
+            else:
+                try:
+                    remove_work_dir(work)
+                    entry["action"] = "removed"
+                    freed += work.bytes
+                    for output in entry["outputs"]:
+                        remove_leftovers(Path(output))
+                except Busy:  # a run took it after we listed it
+                    entry["action"], entry["running"] = "kept", True
+            listed.append(entry)
+            if not json_out:
+                why = " (running)" if entry["running"] else ""
+                outputs = ", ".join(entry["outputs"]) or "?"
+                typer.echo(f"{entry['action']}{why}: {entry['path']}: {entry['command']} -> {outputs}, "
+                           f"{work.frames}/{entry['of']} frames, {work.bytes / 1e6:.1f} MB, {age_hours:.1f} h old")  # fmt: skip
+        if json_out:
+            typer.echo(json.dumps({"work_root": str(work_root()), "work_dirs": listed, "freed_bytes": freed}))
+        elif not listed:
+            typer.echo(f"No work directories in {str(work_root())!r}.")
 
 
 # ---- What the commands share ---------------------------------------------------------------------
 
 
-def run_walk(
-    command: str,
-    keyframes: list[Keyframe],
-    loop: bool,
-    settings: Settings,
-    output: Path,
-    duration: float | None,
-    frames_dir: Path | None,
-    overwrite: bool,
-    quiet: bool,
-    json_out: bool,
-    noise_interp: str,
-    cond_interp: str,
-    engine: Engine,
-) -> None:
-    started = time.perf_counter()
+def walk_plan(keyframes: list[Keyframe], loop: bool, settings: Settings, duration: float | None) -> list[Frame]:
     total = None
     if duration is not None:
         check_positive("--duration", duration, limit=24 * 3600)
         total = round(duration * settings.fps)
         check_positive("--duration x --fps (frames)", total)
-    lengths = segment_lengths(keyframes, loop, frames=settings.frames, total=total)
-    plan = plan_walk(lengths, loop, settings.ease)
+    return plan_walk(segment_lengths(keyframes, loop, frames=settings.frames, total=total), loop, settings.ease)
 
-    from latentwalk.video import check_video_path
 
-    check_video_path(output, overwrite)
-    if frames_dir is not None:
-        prepare_frames_dir(frames_dir, overwrite)
+def run_walk(job: Job, output: Path, options: Options, json_out: bool) -> None:
+    from latentwalk.manifest import sidecar
+    from latentwalk.video import check_video_path, check_writable_file
 
-    from latentwalk.progress import Progress, pick_mode
-    from latentwalk.render import RenderSpec, render_frames, write_frames
-    from latentwalk.video import VideoWriter, save_png
+    check_video_path(output, options.overwrite)
+    check_writable_file(sidecar(output), options.overwrite)
+    if options.frames_dir is not None:
+        check_frames_dir(options.frames_dir)
+    summary = run_job(job, output, options)
+    summary.update(output=str(output), fps=job.settings.fps, keyframes=len(job.keyframes), loop=job.loop,
+                   frames_per_second=round(len(job.plan) / summary["seconds"], 3))  # fmt: skip
+    n, seconds = len(job.plan), summary["seconds"]
+    line = f"Wrote {str(output)!r}: {n} frames, {summary['width']}x{summary['height']}, {seconds:.1f}s ({n / seconds:.2f} frames/s)"
+    if "frames_dir" in summary:
+        line += f"; frames in {summary['frames_dir']!r}"
+    report(options.quiet, json_out, summary, line)
 
-    timings = defaultdict(float)
-    backend, width, height, batch = load_backend(settings, engine, quiet, timings)
-    spec = RenderSpec(keyframes, plan, width, height, settings.steps, settings.guidance, batch, noise_interp, cond_interp, timings)
-    metadata = base_metadata(settings, backend, width, height)
-    with VideoWriter(output, width, height, settings.fps, settings.crf, overwrite) as video, \
-            Progress(len(plan), command, pick_mode(quiet)) as progress:  # fmt: skip
 
-        def write(frame, image):
-            video.write(image)
-            if frames_dir is not None:
-                ka, kb = keyframes[frame.a], keyframes[frame.b]
-                text = {
-                    "frame": str(frame.index), "t": f"{frame.t:.6f}",
-                    "prompt": ka.prompt, "seed": str(ka.seed), "negative_prompt": ka.negative,
-                    "to_prompt": kb.prompt, "to_seed": str(kb.seed), **metadata,
-                }  # fmt: skip
-                save_png(image, frames_dir / f"frame_{frame.index:06d}.png", text, overwrite=True)
-            progress.advance()
+def run_job(job: Job, output: Path | dict[int, Path], options: Options) -> dict:
+    """A video for a Path, else one image per (frame index: path)."""
+    from latentwalk.runner import ImageSink, VideoSink, run
 
-        write_frames(render_frames(backend, spec), write, timings)
-    seconds = time.perf_counter() - started
-    report(
-        quiet, json_out,
-        {"command": command, "output": str(output), "frames": len(plan), "width": width, "height": height,
-         "fps": settings.fps, "keyframes": len(keyframes), "loop": loop, "model": settings.model,
-         "batch_size": batch, "seconds": round(seconds, 3), "frames_per_second": round(len(plan) / seconds, 3),
-         "timings": rounded(timings)},
-        f"Wrote {str(output)!r}: {len(plan)} frames, {width}x{height}, {seconds:.1f}s ({len(plan) / seconds:.2f} frames/s)",
-    )  # fmt: skip
+    if isinstance(output, dict):
+        sink = ImageSink(output)
+        return run(job, sink, options, warn, lambda frame, resolved: image_text(job, frame, resolved))
+    sink = VideoSink(output, job.settings.fps, job.settings.crf)
+    return run(job, sink, options, warn, lambda frame, resolved: frame_text(job, frame, resolved))
+
+
+def image_text(job: Job, frame: Frame, resolved: dict) -> dict[str, str]:
+    keyframe = job.keyframes[frame.a]
+    text = {"prompt": keyframe.prompt, "negative_prompt": keyframe.negative, "seed": str(keyframe.seed), **base_metadata(job.settings, resolved)}
+    text["parameters"] = a1111_parameters(text)
+    return text
+
+
+def frame_text(job: Job, frame: Frame, resolved: dict) -> dict[str, str]:
+    """Where a frame is on the walk, in its PNG."""
+    ka, kb = job.keyframes[frame.a], job.keyframes[frame.b]
+    return {
+        "frame": str(frame.index), "t": f"{frame.t:.6f}",
+        "prompt": ka.prompt, "seed": str(ka.seed), "negative_prompt": ka.negative,
+        "to_prompt": kb.prompt, "to_seed": str(kb.seed), **base_metadata(job.settings, resolved),
+    }  # fmt: skip
 
 
 def check_prompt(prompt: str) -> None:
@@ -484,10 +470,10 @@ def check_interp(interp: str) -> None:
         raise BadInput(f"--interp must be slerp or lerp, got {interp!r}")
 
 
-def image_paths(output: Path, prompt: str, seeds: list[int], overwrite: bool) -> list[Path]:
+def image_paths(output: Path, prompt: str, seeds: list[int]) -> list[Path]:
     """Where generate writes: a folder of <prompt>-<seed>.png, or a .png name (-<seed> added for
-    several seeds). Checked up front: no existing file is replaced without --overwrite."""
-    from latentwalk.video import check_writable_file
+    several seeds). Existing files are checked by the runner, which knows if it resumes."""
+    from latentwalk.video import check_writable_dir
 
     if output.suffix.lower() == ".png":
         if len(seeds) == 1:
@@ -506,22 +492,21 @@ def image_paths(output: Path, prompt: str, seeds: list[int], overwrite: bool) ->
                 raise BadInput(f"cannot create output folder {str(output)!r}: {e.strerror}") from None
         paths = [output / f"{slug(prompt)}-{seed}.png" for seed in seeds]
     for path in paths:
-        check_writable_file(path, overwrite)
+        if path.is_dir():
+            raise BadInput(f"output {str(path)!r} is a directory; give a file name")
+    check_writable_dir(paths[0].parent, "output directory")
     return paths
 
 
-def prepare_frames_dir(folder: Path, overwrite: bool) -> None:
+def check_frames_dir(folder: Path) -> None:
+    """Cheap checks only; whether its frames belong to this render is known once it is opened."""
+    from latentwalk.video import check_writable_dir
+
     if folder.exists() and not folder.is_dir():
         raise BadInput(f"--frames-dir {str(folder)!r} is a file")
-    if folder.is_dir():
-        if any(folder.glob("frame_*.png")) and not overwrite:
-            raise BadInput(f"--frames-dir {str(folder)!r} already holds frames; pass --overwrite to replace them")
-    elif not folder.parent.is_dir():
+    if not folder.exists() and not folder.parent.is_dir():
         raise BadInput(f"--frames-dir parent {str(folder.parent)!r} does not exist")
-    else:
-        folder.mkdir()
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise BadInput(f"--frames-dir {str(folder)!r} is not writable")
+    check_writable_dir(folder if folder.exists() else folder.parent, "--frames-dir")
 
 
 def a1111_parameters(text: dict[str, str]) -> str:
@@ -534,10 +519,6 @@ def a1111_parameters(text: dict[str, str]) -> str:
         f"Seed: {text['seed']}, Size: {text['width']}x{text['height']}, Model: {text['model']}"
     )
     return "\n".join(lines)
-
-
-def rounded(timings: dict[str, float]) -> dict[str, float]:
-    return {phase: round(seconds, 3) for phase, seconds in timings.items()}
 
 
 def report(quiet: bool, json_out: bool, summary: dict, line: str) -> None:

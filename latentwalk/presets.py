@@ -11,6 +11,7 @@ from latentwalk.errors import BadInput
 # The keys a preset may set, with the types TOML must give them.
 KEYS: dict[str, tuple[type, ...]] = {
     "model": (str,),
+    "revision": (str,),
     "steps": (int,),
     "guidance": (int, float),
     "size": (str, int),

@@ -38,8 +38,16 @@ class RenderSpec:
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
 
-def render_frames(backend: Backend, spec: RenderSpec) -> Iterator[tuple[Frame, np.ndarray]]:
-    """Yield (frame, HxWx3 uint8 image) in plan order, one batch at a time."""
+def render_frames(
+    backend: Backend,
+    spec: RenderSpec,
+    finished: Callable[[int], np.ndarray | None] = lambda index: None,
+) -> Iterator[tuple[Frame, np.ndarray]]:
+    """Yield (frame, HxWx3 uint8 image) in plan order, one batch at a time.
+
+    `finished(index)` gives a frame a previous, interrupted run already made, or None. A batch
+    is rendered whole or not at all: the same frames in the same batches as an uninterrupted
+    run, so resumed frames are bit-identical to it."""
     timings = spec.timings
     started = time.perf_counter()
     per_keyframe = [backend.conditioning(k.prompt, k.negative) for k in spec.keyframes]
@@ -51,6 +59,11 @@ def render_frames(backend: Backend, spec: RenderSpec) -> Iterator[tuple[Frame, n
     mix_cond = INTERPOLATIONS[spec.cond_interp]
     for batch in batched(spec.plan, spec.batch_size):
         started = time.perf_counter()
+        done = [finished(f.index) for f in batch]
+        if all(image is not None for image in done):
+            timings["resume"] += time.perf_counter() - started
+            yield from zip(batch, done)
+            continue
         a = torch.tensor([f.a for f in batch], device=noises.device)
         b = torch.tensor([f.b for f in batch], device=noises.device)
         t = torch.tensor([f.t for f in batch], dtype=torch.float32, device=noises.device)
@@ -77,7 +90,8 @@ def write_frames(
     """Feed every frame to `write` on a writer thread behind a bounded queue.
 
     An error on either side stops both: a failed write stops the render at its next frame, and
-    a failed render (or Ctrl-C) stops the writer. Returns the number of frames written.
+    a failed or interrupted render stops the writer once it has written the frames already
+    queued (they are finished work). Returns the number of frames written.
     """
     pending: queue.Queue = queue.Queue(maxsize=queue_size)
     failure: list[BaseException] = []
@@ -122,21 +136,12 @@ def write_frames(
                 break
         put(_DONE)
     except BaseException:
-        stop.set()
-        _drain(pending)
+        # A second signal while the queue drains ends the wait; the writer thread is a daemon
+        # and each of its files is written whole, so nothing half-written is left behind.
+        put(_DONE)
         thread.join()
         raise
     thread.join()
     if failure:
         raise failure[0]
     return written
-
-
-def _drain(pending: queue.Queue) -> None:
-    """Empty the queue and leave a stop marker, so a writer blocked on get() wakes up."""
-    try:
-        while True:
-            pending.get_nowait()
-    except queue.Empty:
-        pass
-    pending.put(_DONE)

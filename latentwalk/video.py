@@ -6,10 +6,13 @@ only when ffmpeg has exited cleanly, so the output path never holds a partial vi
 
 from __future__ import annotations
 
+import io
 import os
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import imageio_ffmpeg
 import numpy as np
@@ -42,11 +45,17 @@ def check_writable_file(path: Path, overwrite: bool) -> None:
         raise BadInput(f"output {str(path)!r} is a directory; give a file name")
     if path.exists() and not overwrite:
         raise BadInput(f"output {str(path)!r} exists; pass --overwrite to replace it")
-    parent = path.parent
-    if not parent.is_dir():
-        raise BadInput(f"output directory {str(parent)!r} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise BadInput(f"output directory {str(parent)!r} is not writable")
+    check_writable_dir(path.parent, "output directory")
+
+
+def check_writable_dir(folder: Path, what: str) -> None:
+    """By creating a file there: permission bits say nothing to root, or on read-only mounts."""
+    if not folder.is_dir():
+        raise BadInput(f"{what} {str(folder)!r} does not exist")
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise BadInput(f"{what} {str(folder)!r} is not writable ({e.strerror})") from None
 
 
 def codec_args(suffix: str, crf: int | None) -> list[str]:
@@ -63,16 +72,18 @@ def codec_args(suffix: str, crf: int | None) -> list[str]:
 
 
 class VideoWriter:
-    """Stream RGB frames into ffmpeg. Use as a context manager: an exception aborts the file."""
+    """Stream RGB frames into ffmpeg. Use as a context manager: an exception aborts the file.
+
+    ffmpeg writes `.NAME.partial` beside the output. The caller holds the output's lock, so a
+    leftover of that name is a crashed run's and is replaced."""
 
     def __init__(self, path: Path, width: int, height: int, fps: float, crf: int | None = None, overwrite: bool = False):
         self.path = Path(path)
         self.width, self.height = width, height
         self.overwrite = overwrite
         self.frames = 0
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self.tmp = partial_path(self.path)
+        self.tmp.unlink(missing_ok=True)
         self._log = tempfile.TemporaryFile()
         command = [
             imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
@@ -80,7 +91,10 @@ class VideoWriter:
             *codec_args(self.path.suffix, crf),
             "-f", FORMATS[self.path.suffix.lower()]["muxer"], str(self.tmp),
         ]  # fmt: skip
-        self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log)
+        # Its own session: a Ctrl-C at the terminal goes to us, and we stop ffmpeg in order.
+        self._proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True
+        )
 
     def write(self, frame: np.ndarray) -> None:
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
@@ -102,9 +116,14 @@ class VideoWriter:
         if code != 0:
             said = self._ffmpeg_said()
             self.abort()
-            raise LatentwalkError(f"ffmpeg failed (exit {code}) writing {str(self.path)!r}: {said}")
-        publish(self.tmp, self.path, self.overwrite)
+            raise LatentwalkError(f"ffmpeg failed writing {str(self.path)!r}: {said}")
         self._log.close()
+        try:
+            publish(self.tmp, self.path, self.overwrite)
+        except FileExistsError:
+            kept = unique_name(self.path)
+            os.replace(self.tmp, kept)
+            raise LatentwalkError(f"{str(self.path)!r} appeared while rendering; the video is kept as {str(kept)!r}") from None
 
     def abort(self) -> None:
         """Stop ffmpeg and remove the temporary file; the output path is left as it was."""
@@ -120,9 +139,17 @@ class VideoWriter:
         self._log.close()
 
     def _ffmpeg_said(self) -> str:
+        """ffmpeg's last line, or what ended it: a signal, or the file size limit."""
+        code = self._proc.returncode
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+            if -code == signal.SIGXFSZ:
+                return f"the file grew past the size limit (ffmpeg got {name}; see ulimit -f)"
+            return f"ffmpeg was killed by {name}"
         self._log.seek(0)
         lines = self._log.read().decode(errors="replace").strip().splitlines()
-        return lines[-1] if lines else "no message"
+        said = lines[-1] if lines else "no message"
+        return f"{said} (exit {code})" if code else said
 
     def __enter__(self) -> "VideoWriter":
         return self
@@ -132,6 +159,19 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+
+
+def partial_path(output: Path) -> Path:
+    return output.with_name(f".{output.name}.partial")
+
+
+def unique_name(path: Path) -> Path:
+    """`walk.mp4` -> `walk.1.mp4`, `walk.2.mp4`, ...: the first that does not exist."""
+    for n in range(1, 10_000):
+        candidate = path.with_name(f"{path.stem}.{n}{path.suffix}")
+        if not candidate.exists():
+            return candidate
+    raise LatentwalkError(f"no free name beside {str(path)!r}")
 
 
 def _umask() -> int:
@@ -146,7 +186,7 @@ FILE_MODE = 0o666 & ~_umask()
 
 def publish(tmp: Path, path: Path, overwrite: bool) -> None:
     """Move a finished file into place. Without overwrite, never replace a file that appeared
-    meanwhile (a hard link fails if the name exists); the finished file is then kept aside."""
+    meanwhile (a hard link fails if the name exists): FileExistsError, and tmp is left."""
     os.chmod(tmp, FILE_MODE)
     if overwrite:
         os.replace(tmp, path)
@@ -154,25 +194,33 @@ def publish(tmp: Path, path: Path, overwrite: bool) -> None:
     try:
         os.link(tmp, path)
     except FileExistsError:
-        raise LatentwalkError(f"{str(path)!r} appeared while rendering; finished file kept as {str(tmp)!r}") from None
+        raise
     except OSError:  # a filesystem without hard links
         if path.exists():
-            raise LatentwalkError(f"{str(path)!r} appeared while rendering; finished file kept as {str(tmp)!r}") from None
+            raise FileExistsError(path) from None
         os.replace(tmp, path)
         return
     tmp.unlink()
 
 
-def save_png(image: np.ndarray, path: Path, text: dict[str, str], overwrite: bool) -> None:
-    """Write a PNG with text chunks, atomically like the videos."""
-    info = PngImagePlugin.PngInfo()
-    for key, value in text.items():
-        info.add_itxt(key, str(value))
+def write_new(path: Path, write: Callable[[BinaryIO], None], overwrite: bool) -> None:
+    """Write a small file atomically (temporary file, then publish)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            Image.fromarray(image).save(f, format="PNG", pnginfo=info)
+            write(f)
         publish(Path(tmp), path, overwrite)
-    except BaseException:
+    except FileExistsError:
+        raise LatentwalkError(f"{str(path)!r} appeared while rendering; not replaced") from None
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+def png_bytes(image: np.ndarray, text: dict[str, str]) -> bytes:
+    """A PNG with text chunks. Deterministic: the same frame and text give the same bytes."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_itxt(key, str(value))
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()

@@ -39,6 +39,12 @@ def read_png(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Work directories and hash caches of the tests' runs stay out of the user's ~/.cache."""
+    os.environ["LATENTWALK_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture
 def cli(tmp_path):
     def run(*args, **kwargs):

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import FAST, read_png, read_video, run_cli
+from latentwalk.job import DEFAULTS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +56,7 @@ def test_seed_walk_video_keyframes_equal_generate_and_frames_morph(cli, tmp_path
     video, meta = read_video(tmp_path / "walk.mp4")
     assert video.shape == (5, 64, 64, 3) and meta["fps"] == 12
     pngs = [read_png(tmp_path / "frames" / f"frame_{i:06d}.png") for i in range(5)]
-    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [f"frame_{i:06d}.png" for i in range(5)]
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [f"frame_{i:06d}.png" for i in range(5)] + ["job.json"]
     # The keyframe invariant: first and last frames are what generate draws for those seeds.
     for index, seed in ((0, 5), (4, 9)):
         still = read_png(tmp_path / "stills" / f"a-castle-{seed}.png")
@@ -191,6 +192,27 @@ BAD_INPUTS = [
     (["generate", "x", "--device", "tpu"], "--device must be auto, cpu, cuda, cuda:N or mps"),
     (["generate", "x", "--model", "builtin:tiny", "--scheduler", "magic"], "--scheduler must be one of ddim, euler"),
     (["generate", "x", "--preset", "tiny", "--scheduler", "pndm", "--steps", "2"], "--steps must be at least 4 with the PNDM scheduler"),
+    (["generate", "x", "--model", "weights.pt"], "--model 'weights.pt' is a pickle checkpoint, which can run arbitrary code when loaded"),
+    (["generate", "x", "--model", "binmodel"], "--model 'binmodel' has pickle-only weights (unet/diffusion_pytorch_model.bin)"),
+    (["generate", "x", "--seeds=-1,2"], "--seeds: each seed must be a whole number"),
+    (["generate", "x", "--seeds", "99999999999999999999"], "must be at most 9223372036854775807"),
+    (["seed-walk", "x", "--seeds", "1,2", "--frames", "5000000"], "--frames must be greater than 0 and at most 1e+06"),
+    (["seed-walk", "x", "--seeds", "1,2", "--fps", "100000"], "--fps must be greater than 0 and at most 240"),
+    (["seed-walk", "x", "--seeds", "1,2", "--duration", "1e9"], "--duration must be greater than 0 and at most 86400"),
+    (["seed-walk", "x", "--seeds", "1,2", "-o", "/sys/x.mp4"], "output directory '/sys' is not writable"),
+    (["seed-walk", "x", "--seeds", "1,2", "-o", "mine.mp4"], "output 'mine.mp4.json' exists; pass --overwrite"),
+    (["seed-walk", "x", "--seeds", "1,2", "--frames-dir", "one.txt"], "--frames-dir 'one.txt' is a file"),
+    (["seed-walk", "x", "--seeds", "1,2", "--frames-dir", "nodir/f"], "--frames-dir parent 'nodir' does not exist"),
+    (["seed-walk", "x", "--seeds", "1,2", "--frames-dir", "/sys/f"], "--frames-dir '/sys' is not writable"),
+    (["prompt-walk", "noprompt.txt"], "noprompt.txt:2: the line has options but no prompt"),
+    (["prompt-walk", "twice.txt"], "twice.txt:1: frames= given twice"),
+    (["prompt-walk", "zero.txt"], "zero.txt:1: frames must be a whole number from 1 to 1000000, got '0'"),
+    (["render", "missing.json"], "manifest 'missing.json' does not exist"),
+    (["render", "folder"], "manifest 'folder' is a directory"),
+    (["render", "broken.toml"], "manifest 'broken.toml' is not valid JSON"),
+    (["render", "other.json"], "'other.json' is not a latentwalk manifest"),
+    (["render", "badplan.json"], "schedule entry 0 is out of range"),
+    (["clean", "--older-than", "-1"], "--older-than must be 0 or more hours"),
 ]
 
 
@@ -206,6 +228,21 @@ def bad_inputs_dir(tmp_path_factory) -> Path:
     (folder / "broken.toml").write_text("steps = [\n")
     (folder / "typo.toml").write_text("stpes = 4\n")
     (folder / "weights.ckpt").write_bytes(b"pickle")
+    (folder / "weights.pt").write_bytes(b"pickle")
+    (folder / "binmodel" / "unet").mkdir(parents=True)
+    (folder / "binmodel" / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    (folder / "binmodel" / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"pickle")
+    (folder / "mine.mp4.json").write_text("my notes")
+    (folder / "noprompt.txt").write_text("a castle\n | seed=3\n")
+    (folder / "twice.txt").write_text("a castle | frames=2 | frames=3\na tower\n")
+    (folder / "zero.txt").write_text("a castle | frames=0\na tower\n")
+    (folder / "other.json").write_text('{"prompt": "a castle"}')
+    (folder / "badplan.json").write_text(json.dumps({
+        "format": "latentwalk-manifest/1", "resolved": {}, "model": {}, "versions": {},
+        "job": {"command": "seed-walk", "settings": dict(DEFAULTS, size=None), "engine": {},
+                "keyframes": [{"prompt": "a", "seed": 1}], "plan": [[0, 0, 5, 0.0]], "loop": False,
+                "noise_interp": "slerp", "cond_interp": "lerp"},
+    }))  # fmt: skip
     return folder
 
 
@@ -236,7 +273,7 @@ def test_a_model_that_fails_to_load_is_one_line_and_exit_1(tmp_path, cli):
 
 def test_version_and_help(cli):
     assert cli("--version").stdout.strip().startswith("latentwalk 0.")
-    for command in ("generate", "seed-walk", "prompt-walk"):
+    for command in ("generate", "seed-walk", "prompt-walk", "render", "clean"):
         assert "Usage: latentwalk " + command in cli(command, "--help").stdout
 
 
@@ -246,7 +283,7 @@ def test_readme_help_blocks_are_the_current_help():
     import readme_help
 
     readme = (ROOT / "README.md").read_text()
-    assert readme.count("<!-- help: ") == 3
+    assert readme.count("<!-- help: ") == 5
     assert readme_help.render(readme) == readme, "README help is stale: run python scripts/readme_help.py"
 
 
@@ -254,3 +291,79 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     command = next(line for line in readme.splitlines() if line.endswith("-m pytest"))
     assert command in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_pickle_weights_load_only_with_allow_pickle(cli, tmp_path):
+    from latentwalk.tiny import build_tiny_pipeline
+
+    build_tiny_pipeline(seed=1).save_pretrained(tmp_path / "m", safe_serialization=False)
+    assert (tmp_path / "m" / "unet" / "diffusion_pytorch_model.bin").exists()
+    result = cli("generate", "x", "--model", "m", "--steps", "2", "-o", "a.png", check_ok=False)
+    assert result.returncode == 2 and "pass --allow-pickle if you trust the source" in result.stderr
+    assert not (tmp_path / "a.png").exists()
+    cli("generate", "x", "--model", "m", "--steps", "2", "-o", "a.png", "--allow-pickle", "-q")
+    assert read_png(tmp_path / "a.png").shape == (64, 64, 3)
+
+
+def test_a_prompt_past_the_token_limit_warns_with_the_dropped_words(cli):
+    prompt = "a castle on a hill " * 8 + "with a red dragon"
+    result = cli("generate", prompt, *FAST, "-o", "long.png")
+    warning = next(line for line in result.stderr.splitlines() if "tokens" in line)
+    assert warning.startswith("Warning: prompt is longer than the text encoder's 77 tokens; dropped: ")
+    assert warning.endswith("with a red dragon'")
+
+
+def test_out_of_memory_is_exit_3_with_a_hint(tmp_path, monkeypatch):
+    """In process, so the backend can run out of memory on demand (the real one would need GBs)."""
+    import torch
+    from typer.testing import CliRunner
+
+    from latentwalk.backend import Backend
+    from latentwalk.cli import app
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(Backend, "denoise", out_of_memory)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["seed-walk", "x", "--seeds", "1,2", "--frames", "2", *FAST, "-o", "w.mp4", "-q"])
+    assert result.exit_code == 3
+    assert result.output.startswith("Error: out of memory: try a smaller --batch-size, --vae-slicing or --vae-tiling")
+    assert not (tmp_path / "w.mp4").exists()
+
+
+def test_a_model_with_corrupt_weights_is_one_line_and_exit_1(cli, tmp_path, saved_model):
+    import shutil
+
+    shutil.copytree(saved_model, tmp_path / "m")
+    weights = tmp_path / "m" / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    result = cli("generate", "x", "--model", "m", "-o", "x.png", check_ok=False)
+    assert result.returncode == 1 and result.stderr.startswith("Error: cannot load model 'm': ")
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "x.png").exists()
+
+
+def test_an_unwritable_cache_is_one_line(cli):
+    result = cli("generate", "x", *FAST, "-o", "x.png", check_ok=False, env={"LATENTWALK_CACHE": "/sys/latentwalk"})
+    assert result.returncode == 2
+    assert result.stderr.startswith("Error: cannot create work directory '/sys/latentwalk/work/")
+    assert result.stderr.endswith("set LATENTWALK_CACHE to a writable folder\n")
+
+
+def test_a_hub_model_loads_from_the_hub_cache_and_its_commit_is_in_the_manifest(cli, tmp_path, saved_model):
+    """The hub path users take, offline: a hub cache laid out as huggingface_hub writes it."""
+    import shutil
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "hub" / "models--someone--tiny-sd"
+    shutil.copytree(saved_model, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    cli("generate", "a castle", "--model", "someone/tiny-sd", "--steps", "2", "-o", "hub.png", "-q", env=env)
+    cli("generate", "a castle", "--model", str(saved_model), "--steps", "2", "-o", "folder.png", "-q")
+    assert np.array_equal(read_png(tmp_path / "hub.png"), read_png(tmp_path / "folder.png"))
+    model = json.loads((tmp_path / "hub.png.json").read_text())["model"]
+    assert model == {"id": "someone/tiny-sd", "kind": "hub", "revision": commit}
+    cli("render", "hub.png.json", "-o", "again.png", "-q", env=env)
+    assert np.array_equal(read_png(tmp_path / "again.png"), read_png(tmp_path / "hub.png"))

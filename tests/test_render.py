@@ -71,7 +71,7 @@ def test_a_failed_render_stops_the_writer():
     with pytest.raises(RuntimeError, match="out of memory"):
         write_frames(frames(), lambda f, i: written.append(f.index), defaultdict(float))
     assert not any(t.name == "latentwalk-writer" for t in threading.enumerate())
-    assert written == [0, 1, 2] or len(written) < 3  # never beyond what was rendered
+    assert written == [0, 1, 2]  # finished frames are still written: they are finished work
 
 
 @pytest.fixture(scope="module")

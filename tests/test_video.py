@@ -5,7 +5,7 @@ import pytest
 
 from conftest import read_video
 from latentwalk.errors import LatentwalkError
-from latentwalk.video import VideoWriter, publish, save_png
+from latentwalk.video import VideoWriter, png_bytes, publish, write_new
 
 
 def solid(color, width=64, height=48):
@@ -53,7 +53,7 @@ def test_publish_never_replaces_a_file_that_appeared_meanwhile(tmp_path):
     tmp, target = tmp_path / "new.partial", tmp_path / "out.mp4"
     tmp.write_bytes(b"new")
     target.write_bytes(b"user's file")
-    with pytest.raises(LatentwalkError, match="appeared while rendering"):
+    with pytest.raises(FileExistsError):
         publish(tmp, target, overwrite=False)
     assert target.read_bytes() == b"user's file" and tmp.read_bytes() == b"new"
     publish(tmp, target, overwrite=True)
@@ -63,7 +63,11 @@ def test_publish_never_replaces_a_file_that_appeared_meanwhile(tmp_path):
 def test_png_carries_its_text(tmp_path):
     from PIL import Image
 
-    save_png(solid((5, 6, 7)), tmp_path / "a.png", {"prompt": "a castle ☃", "seed": "7"}, overwrite=False)
+    data = png_bytes(solid((5, 6, 7)), {"prompt": "a castle ☃", "seed": "7"})
+    assert png_bytes(solid((5, 6, 7)), {"prompt": "a castle ☃", "seed": "7"}) == data  # resume relies on it
+    write_new(tmp_path / "a.png", lambda f: f.write(data), overwrite=False)
+    with pytest.raises(LatentwalkError, match="appeared while rendering; not replaced"):
+        write_new(tmp_path / "a.png", lambda f: f.write(b"other"), overwrite=False)
     image = Image.open(tmp_path / "a.png")
     assert image.text == {"prompt": "a castle ☃", "seed": "7"}
     assert os.listdir(tmp_path) == ["a.png"]

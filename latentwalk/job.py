@@ -1,0 +1,174 @@
+"""A job: everything that decides the pixels of a render, as plain data. No torch.
+
+The CLI builds a Job from flags, `latentwalk render` builds one from a manifest, and the runner
+renders it. Its key (a hash of every field that can change a pixel, plus the resolved device,
+dtype and model identity) names the work directory where finished frames wait for the video,
+so an interrupted job resumes and a changed one never mixes with old frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from latentwalk.errors import BadInput
+from latentwalk.presets import load_preset
+from latentwalk.schedule import EASINGS, Frame, Keyframe, check_positive, parse_size
+
+# Built-in defaults; a preset overrides them and explicit flags override the preset.
+DEFAULTS = dict(
+    model="builtin:tiny",
+    revision=None,  # hub models: branch, tag or commit
+    steps=25,
+    guidance=7.5,
+    size=None,  # the model's native size
+    scheduler=None,  # the model's own
+    negative="",
+    fps=24.0,
+    frames=24,
+    crf=None,
+    batch_size=None,  # automatic
+    ease="linear",
+    device="auto",
+    dtype=None,
+)
+
+
+@dataclass
+class Settings:
+    model: str
+    revision: str | None
+    steps: int
+    guidance: float
+    size: tuple[int, int] | None
+    scheduler: str | None
+    negative: str
+    fps: float
+    frames: int
+    crf: int | None
+    batch_size: int | None
+    ease: str
+    device: str
+    dtype: str | None
+
+
+def resolve_settings(preset: str | None, **flags) -> Settings:
+    """Defaults, then the preset, then the flags given; every value checked."""
+    values = dict(DEFAULTS)
+    if preset is not None:
+        values.update(load_preset(preset))
+    values.update({key: value for key, value in flags.items() if value is not None})
+    check_positive("--steps", values["steps"], limit=1000)
+    check_positive("--fps", values["fps"], limit=240)
+    check_positive("--frames", values["frames"])
+    check_positive("--batch-size", values["batch_size"], limit=1024)
+    if not -100 <= values["guidance"] <= 100:
+        raise BadInput(f"--guidance must be between -100 and 100, got {values['guidance']}")
+    if values["crf"] is not None and not 0 <= values["crf"] <= 63:
+        raise BadInput(f"--crf must be from 0 to 63, got {values['crf']}")
+    if values["ease"] not in EASINGS:
+        raise BadInput(f"--ease must be one of {', '.join(EASINGS)}, got {values['ease']!r}")
+    if values["size"] is not None:
+        values["size"] = parse_size(str(values["size"]))
+    return Settings(**values)
+
+
+@dataclass
+class Engine:
+    """How to run the model. Still part of the key: tiling, slicing and compilation can move a
+    pixel by a level, and resumed frames must equal an uninterrupted run's."""
+
+    compile: bool = False
+    channels_last: bool = False
+    vae_slicing: bool = False
+    vae_tiling: bool = False
+
+
+@dataclass
+class Job:
+    command: str  # generate, seed-walk or prompt-walk
+    settings: Settings
+    engine: Engine
+    keyframes: list[Keyframe]
+    plan: list[Frame]
+    loop: bool = False
+    noise_interp: str = "slerp"
+    cond_interp: str = "lerp"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["keyframes"] = [{k: v for k, v in asdict(k).items() if k != "line"} for k in self.keyframes]
+        data["plan"] = [[f.index, f.a, f.b, f.t] for f in self.plan]  # compact: a long walk has thousands
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Job":
+        """The inverse of to_dict, for manifests: checked, since a manifest is user input."""
+        try:
+            settings = dict(data["settings"])
+            if settings.get("size") is not None:
+                settings["size"] = tuple(settings["size"])
+            job = cls(
+                command=data["command"],
+                settings=Settings(**settings),
+                engine=Engine(**data["engine"]),
+                keyframes=[Keyframe(**k) for k in data["keyframes"]],
+                plan=[Frame(int(i), int(a), int(b), float(t)) for i, a, b, t in data["plan"]],
+                loop=bool(data["loop"]),
+                noise_interp=data["noise_interp"],
+                cond_interp=data["cond_interp"],
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise BadInput(f"not a latentwalk job ({type(e).__name__}: {e})") from None
+        job.check()
+        return job
+
+    def check(self) -> None:
+        """What a hand-edited manifest could get wrong; the CLI's parsers already ensure it."""
+        n = len(self.keyframes)
+        if self.command not in ("generate", "seed-walk", "prompt-walk"):
+            raise BadInput(f"unknown command {self.command!r}")
+        if not self.plan or not n:
+            raise BadInput("no frames or no keyframes")
+        for position, f in enumerate(self.plan):
+            if f.index != position or not (0 <= f.a < n and 0 <= f.b < n and 0.0 <= f.t <= 1.0):
+                raise BadInput(f"schedule entry {position} is out of range: {f}")
+        for name in ("noise_interp", "cond_interp"):
+            if getattr(self, name) not in ("slerp", "lerp"):
+                raise BadInput(f"{name} must be slerp or lerp")
+        s = self.settings
+        if not (isinstance(s.model, str) and isinstance(s.steps, int) and isinstance(s.guidance, (int, float))
+                and isinstance(s.negative, str) and all(isinstance(k.prompt, str) and isinstance(k.seed, int) for k in self.keyframes)):
+            raise BadInput("a setting or keyframe has the wrong type")  # fmt: skip
+        check_positive("steps", self.settings.steps, limit=1000)
+        check_positive("batch_size", self.settings.batch_size, limit=1024)
+
+
+@dataclass
+class Options:
+    """How a run behaves, as opposed to what it draws."""
+
+    overwrite: bool = False
+    quiet: bool = False
+    keep_frames: bool = False
+    frames_dir: Path | None = None  # a work directory of the user's choosing, always kept
+    allow_pickle: bool = False
+
+
+# Left out of the key: fps and crf change only the packaging; frames only the plan, which is in
+# the key; device and dtype are in the identity, resolved ("auto" is not a device); batch size
+# is what a resumed run takes from the interrupted one.
+_NOT_PIXELS = ("fps", "crf", "frames", "batch_size", "device", "dtype")
+
+
+def job_key(job: Job, identity: dict[str, Any]) -> str:
+    """A hash of everything that can change a pixel. `identity` holds what the job alone does
+    not pin down: the resolved device and dtype, the model's files and the library versions."""
+    data = job.to_dict()
+    data["settings"] = {k: v for k, v in data["settings"].items() if k not in _NOT_PIXELS}
+    data["keyframes"] = [{k: v for k, v in kf.items() if k != "frames"} for kf in data["keyframes"]]
+    text = json.dumps({"job": data, "identity": identity}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:20]

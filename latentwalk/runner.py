@@ -1,0 +1,254 @@
+"""Run a job, resumably: lock the outputs, open the work directory, load the model, render the
+frames not yet made, stream every frame to its sink, publish the outputs and their manifests.
+
+Killed at any moment, a run loses only the frames in flight: finished frames wait in the work
+directory (see workdir.py), outputs appear only when complete, and the next identical run
+starts where this one stopped.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from latentwalk import manifest
+from latentwalk.errors import BadInput, Interrupted, LatentwalkError, OutOfMemory, is_out_of_memory, signals_raise
+from latentwalk.job import Job, Options, job_key
+from latentwalk.schedule import Frame
+from latentwalk.workdir import FrameStore, Lock, lock_path, work_root
+
+# Builds the manifest of an output: (its path, its frame index for images or None) -> dict.
+Describe = Callable[[Path, "int | None"], dict]
+# The text chunks of a frame's PNG: (frame, resolved facts such as size and scheduler) -> dict.
+Texts = Callable[[Frame, dict], dict[str, str]]
+
+
+class VideoSink:
+    """The video and its manifest."""
+
+    def __init__(self, path: Path, fps: float, crf: int | None):
+        self.path, self.fps, self.crf = Path(path), fps, crf
+        self.paths = [self.path]
+        self._video = None
+
+    def open(self, width: int, height: int, overwrite: bool, resumed: bool, describe: Describe) -> None:
+        from latentwalk.video import VideoWriter
+
+        self.overwrite, self.describe = overwrite, describe
+        self._video = VideoWriter(self.path, width, height, self.fps, self.crf, overwrite)
+
+    def write(self, frame: Frame, image: np.ndarray, text: dict[str, str]) -> None:
+        self._video.write(image)
+
+    def finish(self) -> None:
+        self._video.close()
+        manifest.write(self.describe(self.path, None), manifest.sidecar(self.path), self.overwrite)
+
+    def abort(self) -> None:
+        if self._video is not None:
+            self._video.abort()
+
+
+class ImageSink:
+    """One PNG (and its manifest) per frame of the plan that has a path."""
+
+    def __init__(self, paths: dict[int, Path]):
+        self.by_index = paths
+        self.paths = list(paths.values())
+
+    def open(self, width: int, height: int, overwrite: bool, resumed: bool, describe: Describe) -> None:
+        self.overwrite, self.describe = overwrite, describe
+        if overwrite or resumed:
+            return  # resumed: existing images are checked one by one as they come
+        for path in self.paths:
+            for p in (path, manifest.sidecar(path)):
+                if p.exists():
+                    raise BadInput(f"output {str(p)!r} exists; pass --overwrite to replace it")
+
+    def write(self, frame: Frame, image: np.ndarray, text: dict[str, str]) -> None:
+        from latentwalk.video import png_bytes, write_new
+
+        path, overwrite = self.by_index.get(frame.index), self.overwrite
+        if path is None:
+            return
+        data = png_bytes(image, text)
+        if path.exists() and not overwrite:
+            if path.read_bytes() != data:
+                raise BadInput(f"output {str(path)!r} exists; pass --overwrite to replace it")
+            # An interrupted run of this very job wrote it: the same pixels and parameters.
+        else:
+            write_new(path, lambda f: f.write(data), overwrite)
+        side = manifest.sidecar(path)
+        if overwrite or not side.exists():
+            manifest.write(self.describe(path, frame.index), side, overwrite)
+
+    def finish(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def run(job: Job, sink, options: Options, warn: Callable[[str], None], texts: Texts) -> dict:
+    """Render `job` into `sink` (a VideoSink or an ImageSink); returns the summary for --json.
+    A signal ends it with Stopped, whose exit code is 128 + the signal's number."""
+    from latentwalk.backend import resolve_device, resolve_dtype
+
+    timings: dict[str, float] = defaultdict(float)
+    started = time.perf_counter()
+    with signals_raise():
+        device = resolve_device(job.settings.device)
+        dtype = resolve_dtype(job.settings.dtype, device)
+        identity = {
+            "device": device.type,
+            "dtype": str(dtype).removeprefix("torch."),
+            "model": manifest.model_fingerprint(job.settings.model, job.settings.revision),
+            "versions": {k: v for k, v in manifest.versions().items() if k != "python"},
+        }
+        key = job_key(job, identity)
+        locks = []
+        try:
+            for path in sink.paths:
+                locks.append(Lock(lock_path(path), f"output {str(path)!r}").acquire())
+            folder = options.frames_dir or work_root() / key
+            description = {"command": job.command, "outputs": [str(p.resolve()) for p in sink.paths], "frames": len(job.plan)}
+            store = FrameStore(folder, key, description, replace_foreign=options.overwrite)
+            try:
+                summary = _render(job, sink, options, store, timings, warn, texts, device, dtype)
+            except BaseException as e:
+                # Keep what was made; a work directory that never got a frame is just litter.
+                store.close(remove=not store.present and options.frames_dir is None)
+                explained = _explained(e, store, len(job.plan))
+                if explained is e:
+                    raise
+                raise explained from e
+            store.close(remove=options.frames_dir is None and not options.keep_frames)
+        finally:
+            for lock in locks:
+                lock.release()
+    seconds = time.perf_counter() - started
+    summary.update(seconds=round(seconds, 3), timings={p: round(s, 3) for p, s in timings.items()})
+    if options.keep_frames or options.frames_dir is not None:
+        summary["frames_dir"] = str(store.folder)
+    return summary
+
+
+def _render(job, sink, options, store: FrameStore, timings, warn, texts, device, dtype) -> dict:
+    from latentwalk.progress import Progress, pick_mode
+    from latentwalk.render import RenderSpec, render_frames, write_frames
+
+    settings = job.settings
+    backend, width, height, batch = load_backend(job, device, dtype, options, timings, warn, store.record.get("batch_size"))
+    if store.record.get("batch_size") != batch:
+        store.save_record({**store.record, "batch_size": batch})
+    if store.resumed and not options.quiet:
+        print(f"latentwalk: resuming: {store.resumed} of {len(job.plan)} frames already rendered in {str(store.folder)!r}",
+              file=sys.stderr, flush=True)  # fmt: skip
+    resolved = {
+        "width": width, "height": height, "batch_size": batch, "scheduler": backend.scheduler_name,
+        "dtype": str(dtype).removeprefix("torch."), "device": str(backend.device), "device_name": device_name(backend.device),
+    }  # fmt: skip
+
+    def describe(path: Path, index: int | None) -> dict:
+        return manifest.build(job, resolved, path, timings, index)
+
+    spec = RenderSpec(job.keyframes, job.plan, width, height, settings.steps, settings.guidance, batch,
+                      job.noise_interp, job.cond_interp, timings)  # fmt: skip
+    sink.open(width, height, options.overwrite, store.resumed > 0, describe)
+    try:
+        with Progress(len(job.plan), job.command, pick_mode(options.quiet)) as progress:
+
+            def write(frame: Frame, image: np.ndarray) -> None:
+                text = texts(frame, resolved)
+                if frame.index not in store.present:
+                    store.save(frame.index, image, text)
+                sink.write(frame, image, text)
+                progress.advance()
+
+            write_frames(render_frames(backend, spec, store.load), write, timings)
+        sink.finish()
+    except BaseException:
+        sink.abort()
+        raise
+    return {
+        "command": job.command, "frames": len(job.plan), "resumed": store.resumed, "width": width,
+        "height": height, "model": settings.model, "batch_size": batch, "work_dir": str(store.folder),
+    }  # fmt: skip
+
+
+def load_backend(job: Job, device, dtype, options: Options, timings: dict, warn, resumed_batch: int | None):
+    """Load the model (diffusers is imported only now, after every cheap check). Returns the
+    backend, the frame size and the batch size: the one given, else the one an interrupted run
+    used (so resumed frames match it bit for bit), else one that fits the device."""
+    from latentwalk.backend import Backend, auto_batch_size, load_pipeline
+
+    settings, engine = job.settings, job.engine
+    started = time.perf_counter()
+    pipe = load_pipeline(settings.model, dtype, settings.revision, options.allow_pickle)
+    backend = Backend(pipe, settings.model, device, dtype, scheduler=settings.scheduler, warn=warn)
+    width, height = settings.size or backend.default_size
+    backend.check_size(width, height)
+    backend.check_steps(settings.steps)
+    if resumed_batch is not None and settings.batch_size not in (None, resumed_batch):
+        # Typically after running out of memory: better than throwing the finished frames away.
+        warn(
+            f"resuming with --batch-size {settings.batch_size} where the interrupted run used {resumed_batch}: "
+            "the new frames may differ from an uninterrupted run by float rounding"
+        )
+    batch_size = settings.batch_size or resumed_batch or auto_batch_size(device, width, height, dtype)
+    backend.optimize(engine.compile, engine.channels_last, engine.vae_slicing, engine.vae_tiling)
+    timings["load"] += time.perf_counter() - started
+    if settings.model == "builtin:tiny" and not options.quiet:
+        warn("builtin:tiny is a random toy model and draws noise; use --preset sd-turbo or --model for pictures")
+    started = time.perf_counter()
+    backend.warm_up(width, height, batch_size, settings.guidance)
+    if engine.compile:
+        timings["compile"] += time.perf_counter() - started
+    return backend, width, height, batch_size
+
+
+def device_name(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def _explained(error: BaseException, store: FrameStore, total: int) -> BaseException:
+    """The error as the user should read it, with what was kept and how to go on."""
+    kept = len(store.present)
+    where = f"{kept} of {total} frames kept in {str(store.folder)!r}"
+    if isinstance(error, Interrupted):
+        if not kept:
+            return Stopped(f"interrupted by {error} before the first frame was finished", error.exit_code)
+        return Stopped(f"interrupted by {error}: {where}; run the same command again to resume", error.exit_code)
+    if not isinstance(error, Exception):
+        return error
+    if isinstance(error, BadInput) and kept == store.resumed:
+        return error  # nothing new was made; the message stands alone
+    if is_out_of_memory(error):
+        return OutOfMemory(
+            "out of memory: try a smaller --batch-size, --vae-slicing or --vae-tiling, or a smaller "
+            f"--size ({where}; run again to resume)"
+        )
+    message = str(error) if isinstance(error, LatentwalkError) else f"{type(error).__name__}: {error}"
+    if kept:
+        message += f" ({where}; run the same command again to resume)"
+    explained = type(error)(message) if isinstance(error, LatentwalkError) else LatentwalkError(message)
+    return explained
+
+
+class Stopped(LatentwalkError):
+    """An interrupted run, with the exit code of its signal (128 + number)."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
