@@ -1,0 +1,34 @@
+"""The procedural world of builtin:shapes and its numpy scorer (pure numpy, milliseconds)."""
+
+import numpy as np
+
+from latentwalk import shapes
+
+
+def test_the_scorer_reads_every_drawn_scene_back():
+    rng = np.random.default_rng(0)
+    pairs = [(scene, shapes.draw(scene, rng)) for scene in shapes.all_scenes() for _ in range(3)]
+    assert all(image.shape == (64, 64, 3) and image.dtype == np.uint8 for _, image in pairs)
+    assert shapes.score(pairs) == {"size": 1.0, "colour": 1.0, "shape": 1.0, "background": 1.0, "all": 1.0}
+
+
+def test_the_scorer_is_not_fooled_by_a_wrong_scene_or_an_empty_one():
+    rng = np.random.default_rng(1)
+    scene = shapes.Scene("large", "red", "circle", "blue")
+    image = shapes.draw(scene, rng)
+    for wrong in (shapes.Scene("small", "red", "circle", "blue"), shapes.Scene("large", "yellow", "circle", "blue"),
+                  shapes.Scene("large", "red", "square", "blue"), shapes.Scene("large", "red", "circle", "gray")):  # fmt: skip
+        result = shapes.score([(wrong, image)])
+        assert result["all"] == 0 and sum(result[k] for k in ("size", "colour", "shape", "background")) == 3
+    assert shapes.classify(np.full((64, 64, 3), 120, np.uint8)) is None
+    noise = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert shapes.score([(scene, noise)])["all"] == 0
+
+
+def test_held_out_captions_are_never_trained_on_yet_every_word_is():
+    held, train = shapes.held_out(), shapes.training_scenes()
+    assert len(held) == 17 and len(train) == 115 and not set(held) & set(train)
+    for attribute in ("size", "colour", "shape", "background"):
+        assert {getattr(s, attribute) for s in train} == {getattr(s, attribute) for s in shapes.all_scenes()}
+    assert held[0].caption == "a small red circle on a green background"
+    assert all(s.colour != s.background for s in shapes.all_scenes())
