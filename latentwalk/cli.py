@@ -1,4 +1,4 @@
-"""The command line: parse and check every input, build a plan, run it, report.
+"""The command line: parse and check every input, build a job, run it, report.
 
 Every check that needs no model runs before the model is loaded (and before torch and diffusers
 are even imported), so a typo costs milliseconds, not a model load.
