@@ -175,11 +175,8 @@ class FrameStore:
         has_frames = any(self.folder.glob("frame_[0-9]*.png"))
         if old is not None and old.get("key") == self.key:
             return old
-        if self.folder.name == self.key and has_frames:  # ours by name; job.json lost to a crash
-            record = {"key": self.key, "created": time.time(), **description}
-            self.save_record(record)
-            return record
-        if has_frames:
+        # Frames in a folder named by our key are ours, even if a crash lost job.json.
+        if has_frames and self.folder.name != self.key:
             if not replace_foreign:
                 raise BadInput(
                     f"{str(self.folder)!r} holds frames of another render; pass --overwrite to replace them"
