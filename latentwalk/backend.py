@@ -36,6 +36,7 @@ from diffusers import (  # noqa: E402
 
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
 
+from latentwalk import models  # noqa: E402
 from latentwalk.errors import BadInput, LatentwalkError  # noqa: E402
 from latentwalk.interp import seed_noise  # noqa: E402
 
@@ -52,7 +53,7 @@ SCHEDULERS = {
     "heun": HeunDiscreteScheduler,
 }
 
-BUILTIN_MODELS = ("builtin:tiny",)
+BUILTIN_MODELS = ("builtin:tiny", *models.FOLDERS)
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -98,13 +99,13 @@ def load_pipeline(model: str, dtype: torch.dtype, revision: str | None = None, a
 
     Weights load from safetensors only: a pickle (.ckpt, .bin, .pt) can run any code while it is
     unpickled, so it needs `allow_pickle`. Remote code is never run."""
-    if model.startswith("builtin:"):
-        if model != "builtin:tiny":
-            raise BadInput(f"unknown builtin model {model!r} (builtins: {', '.join(BUILTIN_MODELS)})")
+    if model == "builtin:tiny":
         from latentwalk.tiny import build_tiny_pipeline
 
         return build_tiny_pipeline().to(dtype=dtype)
-    path = Path(model).expanduser()
+    if model.startswith("builtin:") and model not in models.FOLDERS:
+        raise BadInput(f"unknown builtin model {model!r} (builtins: {', '.join(BUILTIN_MODELS)})")
+    path = models.folder(model) if model in models.FOLDERS else Path(model).expanduser()
     # No safety checker: it blacks out whole frames of a video.
     options = dict(dtype=dtype, safety_checker=None, requires_safety_checker=False)
     # use_safetensors=None lets diffusers fall back to pickled .bin weights.

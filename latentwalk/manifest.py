@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from latentwalk import __version__
+from latentwalk import __version__, models
 from latentwalk.errors import BadInput
 from latentwalk.job import Job
 from latentwalk.workdir import atomic_write, cache_root
@@ -60,6 +60,9 @@ def model_fingerprint(model: str, revision: str | None) -> dict[str, Any]:
     """Cheap identity for the job key: names, sizes and modification times of a local model's
     files (a changed file changes the key), or the hub id and requested revision."""
     kind = model_kind(model)
+    if model in models.FOLDERS:
+        # A retrained builtin must not reuse frames or pass for the model a manifest names.
+        return {"model": model, "sha256": content_hash(str(models.folder(model)))}
     if kind in ("builtin", "hub"):
         return {"model": model, "revision": revision}
     root = Path(model).expanduser().resolve()
@@ -106,6 +109,8 @@ def model_identity(model: str, revision: str | None) -> dict[str, Any]:
     if kind in ("folder", "file"):
         identity["path"] = str(Path(model).expanduser().resolve())
         identity["sha256"] = content_hash(model)
+    elif model in models.FOLDERS:
+        identity["sha256"] = content_hash(str(models.folder(model)))
     elif kind == "hub":
         identity["revision"] = hub_commit(model, revision) or revision
     return identity
@@ -185,6 +190,8 @@ def to_job(manifest: dict, path: Path, device: str | None = None) -> Job:
     name = job.settings.model
     if model.get("kind") == "hub" and model.get("revision"):
         job.settings.revision = model["revision"]
+    if name in models.FOLDERS and model.get("sha256") not in (None, content_hash(str(models.folder(name)))):
+        raise BadInput(f"{name} has changed since the manifest was written (its weights' sha256 differs; latentwalk {manifest['versions'].get('latentwalk')} made it)")
     if model.get("kind") in ("folder", "file"):
         if model_kind(name) not in ("folder", "file"):
             raise BadInput(f"the manifest's model {name!r} is not here")

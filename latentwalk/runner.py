@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from latentwalk import manifest
+from latentwalk import manifest, shapes
 from latentwalk.errors import BadInput, Interrupted, LatentwalkError, OutOfMemory, is_out_of_memory, signals_raise
 from latentwalk.job import Job, Options, job_key
 from latentwalk.schedule import Frame
@@ -204,7 +204,11 @@ def load_backend(job: Job, device, dtype, options: Options, timings: dict, warn,
     backend.optimize(engine.compile, engine.channels_last, engine.vae_slicing, engine.vae_tiling)
     timings["load"] += time.perf_counter() - started
     if settings.model == "builtin:tiny" and not options.quiet:
-        warn("builtin:tiny is a random toy model and draws noise; use --preset sd-turbo or --model for pictures")
+        warn("builtin:tiny is a random toy model and draws noise; use --preset shapes (offline) or sd-turbo for pictures")
+    if settings.model == "builtin:shapes":
+        unknown = shapes.unknown_words([k.prompt for k in job.keyframes] + [settings.negative or ""])
+        if unknown:
+            warn(f"builtin:shapes never saw the words {', '.join(map(repr, unknown))}; it knows captions like '{shapes.Scene('large', 'red', 'circle', 'blue').caption}'")
     started = time.perf_counter()
     backend.warm_up(width, height, batch_size, settings.guidance)
     if engine.compile:

@@ -10,6 +10,7 @@ Pure numpy: no torch.
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,6 +79,17 @@ def words() -> list[str]:
     return found
 
 
+def unknown_words(texts: list[str]) -> list[str]:
+    """Words of the texts that no caption holds, in order, once each."""
+    known = set(words())
+    found: list[str] = []
+    for text in texts:
+        for word in re.findall(r"[a-z]+", text.lower()):
+            if word not in known and word not in found:
+                found.append(word)
+    return found
+
+
 def draw(scene: Scene, rng: np.random.Generator, supersample: int = 4) -> np.ndarray:
     """A SIZE x SIZE x 3 uint8 image of the scene, at a random place and size within its class,
     antialiased by drawing at `supersample` times the size and averaging."""
@@ -111,8 +123,10 @@ def classify(image: np.ndarray) -> Scene | None:
     """Read the four attributes back from an image (None when no shape stands out).
 
     Background: the median of the border. Shape: the pixels far from it (the largest blob's
-    bounding box). Colour: their median. Size: the box's longer side. Type: how much of its
-    box the shape fills (square ~1, circle ~0.79, triangle ~0.5)."""
+    bounding box). Colour: their median. Size: the box's longer side. Type: the ideal square,
+    circle or upright triangle in that box that overlaps the shape best (intersection over
+    union): where a shape misses its box tells more than how much of it it fills, since a
+    square with soft, wavy edges fills no more of its box than a circle does."""
     pixels = image.astype(np.float32)
     border = np.concatenate([pixels[:2].reshape(-1, 3), pixels[-2:].reshape(-1, 3), pixels[:, :2].reshape(-1, 3), pixels[:, -2:].reshape(-1, 3)])
     background_colour = np.median(border, axis=0)
@@ -126,9 +140,23 @@ def classify(image: np.ndarray) -> Scene | None:
     colour = _nearest(np.median(pixels[mask], axis=0), COLOURS)
     side = max(height, width)
     size = "small" if side < (2 * HALF_SIDE["small"][1] + 2 * HALF_SIDE["large"][0]) / 2 else "large"
-    fill = mask.sum() / (height * width)
-    shape = "square" if fill > 0.9 else "circle" if fill > 0.64 else "triangle"
+    box = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    shape = max(SHAPES, key=lambda name: _overlap(box, _ideal(name, height, width)))
     return Scene(size, colour, shape, background)
+
+
+def _ideal(shape: str, height: int, width: int) -> np.ndarray:
+    """The shape drawn to fill a height x width box, as a boolean mask."""
+    v, u = (np.mgrid[0:height, 0:width] + 0.5) / np.array([height, width])[:, None, None]
+    if shape == "square":
+        return np.ones((height, width), bool)
+    if shape == "circle":
+        return (u - 0.5) ** 2 + (v - 0.5) ** 2 <= 0.25
+    return np.abs(u - 0.5) <= v / 2  # upright triangle: apex at the top, base at the bottom
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    return (a & b).sum() / (a | b).sum()
 
 
 def _largest_blob(mask: np.ndarray) -> np.ndarray:
