@@ -287,6 +287,24 @@ def test_readme_help_blocks_are_the_current_help():
     assert readme_help.render(readme) == readme, "README help is stale: run python scripts/readme_help.py"
 
 
+def test_readme_presets_table_is_what_the_shipped_presets_set():
+    from latentwalk.presets import load_preset, shipped
+
+    readme = (ROOT / "README.md").read_text()
+    header = "| preset | model | size | steps | guidance | scheduler | fps | frames | batch |"
+    rows = readme.split(header)[1].split("\n\n")[0].strip().splitlines()[1:]
+    table = {}
+    for row in rows:
+        name, model, *values = [cell.strip() for cell in row.strip("|").split("|")]
+        table[name.strip("`")] = [model.split("`")[1], *values]
+    assert set(table) == set(shipped())
+    for name in shipped():
+        preset = load_preset(name)
+        numbers = [f"{preset[key]:g}" for key in ("steps", "guidance")]
+        expected = [preset["model"], preset["size"], *numbers, preset["scheduler"], f"{preset['fps']:g}", str(preset["frames"])]
+        assert table[name] == [*expected, str(preset.get("batch_size", "auto"))], name
+
+
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     command = next(line for line in readme.splitlines() if line.endswith("-m pytest"))
