@@ -187,6 +187,7 @@ BAD_INPUTS = [
     (["generate", "x", "--preset", "broken.toml"], "preset 'broken.toml' is not valid TOML"),
     (["generate", "x", "--preset", "typo.toml"], "preset 'typo.toml': unknown key 'stpes'"),
     (["generate", "x", "--model", "no/such/model"], "--model 'no/such/model': no such file or folder"),
+    (["generate", "x", "--model", "builtin:nope"], "unknown builtin model 'builtin:nope' (builtins: builtin:tiny, builtin:shapes)"),
     (["generate", "x", "--model", "folder"], "--model 'folder' is a folder but not a diffusers model"),
     (["generate", "x", "--model", "weights.ckpt"], "--model 'weights.ckpt' is a pickle checkpoint"),
     (["generate", "x", "--device", "tpu"], "--device must be auto, cpu, cuda, cuda:N or mps"),
