@@ -69,7 +69,9 @@ Loop = Annotated[bool, typer.Option("--loop", help="Walk back to the first keyfr
 Ease = Annotated[Optional[str], typer.Option("--ease", help="Easing within each segment: linear, ease-in-out, ease-in or ease-out. [default: linear]", show_default=False)]
 Crf = Annotated[Optional[int], typer.Option("--crf", help="Quality, lower is better: 0-51 for .mp4 (default 18), 0-63 for .webm (default 32).", show_default=False)]
 FramesDir = Annotated[Optional[Path], typer.Option("--frames-dir", help="Keep every frame as a PNG in this folder; an interrupted run resumes from it.", show_default=False)]
-KeepFrames = Annotated[bool, typer.Option("--keep-frames", help="Keep the work directory of finished frames after success (its path is printed).")]
+KeepFrames = Annotated[bool, typer.Option("--keep-frames", help="Keep the work directory after success: the renders (for a later run of the walk to reuse) and the video's frames (its path is printed).")]
+Smooth = Annotated[bool, typer.Option("--smooth/--no-smooth", help="Place frames where the picture changes evenly (up to 25% more renders than frames); --no-smooth spaces them evenly in the walk parameter.")]
+Crossfade = Annotated[bool, typer.Option("--crossfade/--no-crossfade", help="Spread a discontinuity of the model (a jump no placement splits) over a few blended frames.")]
 VideoOut = Annotated[Optional[Path], typer.Option("--output", "-o", help="Video file: .mp4 (H.264), .webm (VP9) or .gif. [default: from the prompt]", show_default=False)]
 
 
@@ -188,6 +190,8 @@ def seed_walk(
     loop: Loop = False,
     interp: Annotated[str, typer.Option("--interp", help="How the noise moves between seeds: slerp (keeps its statistics) or lerp.")] = "slerp",
     ease: Ease = None,
+    smooth: Smooth = True,
+    crossfade: Crossfade = True,
     model: Model = None,
     revision: Revision = None,
     preset: Preset = None,
@@ -229,7 +233,7 @@ def seed_walk(
         keyframes = [Keyframe(prompt, seed, settings.negative) for seed in parse_seeds(seeds)]
         check_walk(keyframes, loop, "seeds")
         engine = Engine(compile, channels_last, vae_slicing, vae_tiling)
-        job = Job("seed-walk", settings, engine, keyframes, walk_plan(keyframes, loop, settings, duration), loop, interp, "lerp")
+        job = walk_job("seed-walk", settings, engine, keyframes, loop, duration, interp, "lerp", smooth, crossfade)
         options = Options(overwrite, quiet, keep_frames, frames_dir, allow_pickle)
         run_walk(job, output or Path(f"{slug(prompt)}.mp4"), options, json_out)
 
@@ -245,6 +249,8 @@ def prompt_walk(
     loop: Loop = False,
     interp: Annotated[str, typer.Option("--interp", help="How the text embeddings move between prompts: lerp or slerp. Seeds are always slerped.")] = "lerp",
     ease: Ease = None,
+    smooth: Smooth = True,
+    crossfade: Crossfade = True,
     model: Model = None,
     revision: Revision = None,
     preset: Preset = None,
@@ -295,7 +301,7 @@ def prompt_walk(
             check_prompt(k.prompt)
         check_walk(keyframes, loop, "prompts")
         engine = Engine(compile, channels_last, vae_slicing, vae_tiling)
-        job = Job("prompt-walk", settings, engine, keyframes, walk_plan(keyframes, loop, settings, duration), loop, "slerp", interp)
+        job = walk_job("prompt-walk", settings, engine, keyframes, loop, duration, "slerp", interp, smooth, crossfade)
         options = Options(overwrite, quiet, keep_frames, frames_dir, allow_pickle)
         run_walk(job, output or prompts_file.with_suffix(".mp4"), options, json_out)
 
@@ -338,12 +344,41 @@ def render(
 
         for path in (target, manifest.sidecar(target)):
             check_writable_file(path, overwrite)
-        # Just this image, in the batch it was made in: a batch's frames can differ in the last bit.
-        batch = job.settings.batch_size
-        job.plan = job.plan[index // batch * batch :][:batch]
-        summary = run_job(job, {index: target}, options)
+        # Just this image, in the batch it was made in: a batch's frames can differ in the last
+        # bit. The job stays whole, so the manifest this writes renders again too.
+        summary = run_job(job, {index: target}, options, only={index})
         summary["outputs"] = [str(target)]
         report(quiet, json_out, summary, f"Wrote {str(target)!r} in {summary['seconds']:.1f}s")
+
+
+@app.command()
+def inspect(
+    videos: Annotated[list[Path], typer.Argument(metavar="VIDEO", help="Videos to measure: any file ffmpeg reads, ours or not.", show_default=False)],
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Draw the change per frame of every video into this .png (keyframes marked where our manifest is beside a video).", show_default=False)] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object per video.")] = False,
+) -> None:
+    """How evenly a video moves: the change between consecutive frames (mean absolute
+    difference, 0-255), its mean, coefficient of variation, max/mean, ISTD, PDV and AID's 1-Gini.
+
+    \b
+    Example:
+      latentwalk inspect castle.mp4 other-tool.mp4 --plot change.png
+    """
+    from latentwalk.inspect import check_plot_path, format_table, inspect_video
+    from latentwalk.inspect import plot as draw
+
+    with one_line_errors():
+        if plot is not None:
+            check_plot_path(plot)
+        results = []
+        for video in videos:
+            results.append(inspect_video(video))
+            if json_out:
+                typer.echo(json.dumps(results[-1]))
+        if plot is not None:
+            draw(results, plot)
+        if not json_out:
+            typer.echo(format_table(results))
 
 
 @app.command()
@@ -352,7 +387,7 @@ def clean(
     older_than: Annotated[float, typer.Option("--older-than", help="Only work directories untouched for this many hours.")] = 0.0,
     json_out: Json = False,
 ) -> None:
-    """Remove the work directories of interrupted renders (finished frames waiting for a
+    """Remove the work directories of interrupted renders (finished renders waiting for a
     re-run to resume them) and those kept with --keep-frames, with the lock and partial files
     a killed run left beside its output. Those of running renders stay.
 
@@ -369,7 +404,7 @@ def clean(
             age_hours = (now - work.modified) / 3600
             entry = {
                 "path": str(work.folder), "command": work.record.get("command"), "outputs": work.record.get("outputs", []),
-                "frames": work.frames, "of": work.record.get("frames"), "bytes": work.bytes,
+                "renders": work.renders, "frames": work.record.get("frames"), "bytes": work.bytes,
                 "age_hours": round(age_hours, 2), "running": work.running,
             }  # fmt: skip
             if work.running or age_hours < older_than:
@@ -390,7 +425,7 @@ def clean(
                 why = " (running)" if entry["running"] else ""
                 outputs = ", ".join(entry["outputs"]) or "?"
                 typer.echo(f"{entry['action']}{why}: {entry['path']}: {entry['command']} -> {outputs}, "
-                           f"{work.frames}/{entry['of']} frames, {work.bytes / 1e6:.1f} MB, {age_hours:.1f} h old")  # fmt: skip
+                           f"{work.renders} renders for {entry['frames']} frames, {work.bytes / 1e6:.1f} MB, {age_hours:.1f} h old")  # fmt: skip
         if json_out:
             typer.echo(json.dumps({"work_root": str(work_root()), "work_dirs": listed, "freed_bytes": freed}))
         elif not listed:
@@ -400,13 +435,18 @@ def clean(
 # ---- What the commands share ---------------------------------------------------------------------
 
 
-def walk_plan(keyframes: list[Keyframe], loop: bool, settings: Settings, duration: float | None) -> list[Frame]:
+def walk_job(command: str, settings: Settings, engine: Engine, keyframes: list[Keyframe], loop: bool, duration: float | None,
+             noise_interp: str, cond_interp: str, smooth: bool, crossfade: bool) -> Job:  # fmt: skip
+    """A walk: its segments' lengths, and the frames' positions unless they are placed while
+    rendering (smooth)."""
     total = None
     if duration is not None:
         check_positive("--duration", duration, limit=24 * 3600)
         total = round(duration * settings.fps)
         check_positive("--duration x --fps (frames)", total)
-    return plan_walk(segment_lengths(keyframes, loop, frames=settings.frames, total=total), loop, settings.ease)
+    lengths = segment_lengths(keyframes, loop, frames=settings.frames, total=total)
+    plan = None if smooth else plan_walk(lengths, loop, settings.ease)
+    return Job(command, settings, engine, keyframes, plan, loop, noise_interp, cond_interp, lengths, smooth, crossfade and smooth)
 
 
 def run_walk(job: Job, output: Path, options: Options, json_out: bool) -> None:
@@ -419,21 +459,24 @@ def run_walk(job: Job, output: Path, options: Options, json_out: bool) -> None:
         check_frames_dir(options.frames_dir)
     summary = run_job(job, output, options)
     summary.update(output=str(output), fps=job.settings.fps, keyframes=len(job.keyframes), loop=job.loop,
-                   frames_per_second=round(len(job.plan) / summary["seconds"], 3))  # fmt: skip
-    n, seconds = len(job.plan), summary["seconds"]
-    line = f"Wrote {str(output)!r}: {n} frames, {summary['width']}x{summary['height']}, {seconds:.1f}s ({n / seconds:.2f} frames/s)"
+                   frames_per_second=round(job.frame_count / summary["seconds"], 3))  # fmt: skip
+    n, seconds = job.frame_count, summary["seconds"]
+    line = f"Wrote {str(output)!r}: {n} frames from {summary['renders']} renders, {summary['width']}x{summary['height']}, {seconds:.1f}s ({n / seconds:.2f} frames/s)"
+    for jump in summary.get("discontinuities", []):
+        faded = f", crossfaded over {jump['crossfade_frames']} frames" if jump["crossfade_frames"] else ""
+        warn(f"the model jumps at frame {jump['frame']} ({jump['over_mean']}x the mean change; no placement splits it{faded})")
     if "frames_dir" in summary:
         line += f"; frames in {summary['frames_dir']!r}"
     report(options.quiet, json_out, summary, line)
 
 
-def run_job(job: Job, output: Path | dict[int, Path], options: Options) -> dict:
+def run_job(job: Job, output: Path | dict[int, Path], options: Options, only: set[int] | None = None) -> dict:
     """A video for a Path, else one image per (frame index: path)."""
     from latentwalk.runner import ImageSink, VideoSink, run
 
     if isinstance(output, dict):
         sink = ImageSink(output)
-        return run(job, sink, options, warn, lambda frame, resolved: image_text(job, frame, resolved))
+        return run(job, sink, options, warn, lambda frame, resolved: image_text(job, frame, resolved), only)
     sink = VideoSink(output, job.settings.fps, job.settings.crf)
     return run(job, sink, options, warn, lambda frame, resolved: frame_text(job, frame, resolved))
 
@@ -449,7 +492,7 @@ def frame_text(job: Job, frame: Frame, resolved: dict) -> dict[str, str]:
     """Where a frame is on the walk, in its PNG."""
     ka, kb = job.keyframes[frame.a], job.keyframes[frame.b]
     return {
-        "frame": str(frame.index), "t": f"{frame.t:.6f}",
+        "frame": str(frame.index), "t": f"{frame.position:.6f}",
         "prompt": ka.prompt, "seed": str(ka.seed), "negative_prompt": ka.negative,
         "to_prompt": kb.prompt, "to_seed": str(kb.seed), **base_metadata(job.settings, resolved),
     }  # fmt: skip

@@ -2,7 +2,7 @@
 
 The CLI builds a Job from flags, `latentwalk render` builds one from a manifest, and the runner
 renders it. Its key (a hash of every field that can change a pixel, plus the resolved device,
-dtype and model identity) names the work directory where finished frames wait for the video,
+dtype and model identity) names the work directory where finished renders wait for the video,
 so an interrupted job resumes and a changed one never mixes with old frames.
 """
 
@@ -93,15 +93,36 @@ class Job:
     settings: Settings
     engine: Engine
     keyframes: list[Keyframe]
-    plan: list[Frame]
+    # Every frame's position: known beforehand for stills and uniform walks; for a smooth walk
+    # decided while rendering (None until then) and recorded in the manifest, which then
+    # renders it again without deciding.
+    plan: list[Frame] | None
     loop: bool = False
     noise_interp: str = "slerp"
     cond_interp: str = "lerp"
+    lengths: list[int] | None = None  # frames per segment of a walk
+    smooth: bool = False  # place frames where the picture changes evenly (placement.py)
+    crossfade: bool = False  # spread a discontinuity over a few blended frames
+    # The batches the renders were made in, [[a, b, t], ...] each: a re-render makes them in
+    # the same batches, so its frames are bit-identical. Filled in by the render.
+    chunks: list[list[tuple[int, int, float]]] | None = None
+    # The model's jumps the placement found (see placement.py), kept for re-renders' manifests.
+    discontinuities: list[dict] | None = None
+
+    @property
+    def frame_count(self) -> int:
+        if self.plan is not None:
+            return len(self.plan)
+        return sum(self.lengths) + (0 if self.loop else 1)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["keyframes"] = [{k: v for k, v in asdict(k).items() if k != "line"} for k in self.keyframes]
-        data["plan"] = [[f.index, f.a, f.b, f.t] for f in self.plan]  # compact: a long walk has thousands
+        # Compact: a long walk has thousands of frames. A crossfade frame adds t2 and alpha.
+        data["plan"] = None if self.plan is None else [
+            [f.index, f.a, f.b, f.t] + ([f.t2, f.alpha] if f.t2 is not None else []) for f in self.plan
+        ]  # fmt: skip
+        data["chunks"] = None if self.chunks is None else [[list(p) for p in chunk] for chunk in self.chunks]
         return data
 
     @classmethod
@@ -111,15 +132,26 @@ class Job:
             settings = dict(data["settings"])
             if settings.get("size") is not None:
                 settings["size"] = tuple(settings["size"])
+            plan = None
+            if data["plan"] is not None:
+                plan = [_frame(*entry) for entry in data["plan"]]
+            chunks = data.get("chunks")
+            if chunks is not None:
+                chunks = [[(int(a), int(b), float(t)) for a, b, t in chunk] for chunk in chunks]
             job = cls(
                 command=data["command"],
                 settings=Settings(**settings),
                 engine=Engine(**data["engine"]),
                 keyframes=[Keyframe(**k) for k in data["keyframes"]],
-                plan=[Frame(int(i), int(a), int(b), float(t)) for i, a, b, t in data["plan"]],
+                plan=plan,
                 loop=bool(data["loop"]),
                 noise_interp=data["noise_interp"],
                 cond_interp=data["cond_interp"],
+                lengths=[int(n) for n in data["lengths"]] if data.get("lengths") is not None else None,
+                smooth=bool(data.get("smooth", False)),
+                crossfade=bool(data.get("crossfade", False)),
+                chunks=chunks,
+                discontinuities=data.get("discontinuities"),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise BadInput(f"not a latentwalk job ({type(e).__name__}: {e})") from None
@@ -131,11 +163,24 @@ class Job:
         n = len(self.keyframes)
         if self.command not in ("generate", "seed-walk", "prompt-walk"):
             raise BadInput(f"unknown command {self.command!r}")
-        if not self.plan or not n:
+        if not n or (self.plan is None and not self.lengths) or self.plan == []:
             raise BadInput("no frames or no keyframes")
-        for position, f in enumerate(self.plan):
-            if f.index != position or not (0 <= f.a < n and 0 <= f.b < n and 0.0 <= f.t <= 1.0):
+        for position, f in enumerate(self.plan or []):
+            ok = f.index == position and 0 <= f.a < n and 0 <= f.b < n and 0.0 <= f.t <= 1.0
+            if f.t2 is not None:
+                ok = ok and f.t <= f.t2 <= 1.0 and 0.0 < f.alpha < 1.0
+            if not ok:
                 raise BadInput(f"schedule entry {position} is out of range: {f}")
+        if self.lengths is not None and not all(isinstance(k, int) and 0 < k <= 1_000_000 for k in self.lengths):
+            raise BadInput("segment lengths must be whole numbers from 1 to 1000000")
+        if self.discontinuities is not None and not (
+            isinstance(self.discontinuities, list) and all(isinstance(d, dict) for d in self.discontinuities)
+        ):
+            raise BadInput("discontinuities must be a list of objects")
+        for chunk in self.chunks or []:
+            for a, b, t in chunk:
+                if not (0 <= a < n and 0 <= b < n and 0.0 <= t <= 1.0):
+                    raise BadInput(f"render position {[a, b, t]} is out of range")
         for name in ("noise_interp", "cond_interp"):
             if getattr(self, name) not in ("slerp", "lerp"):
                 raise BadInput(f"{name} must be slerp or lerp")
@@ -145,6 +190,10 @@ class Job:
             raise BadInput("a setting or keyframe has the wrong type")  # fmt: skip
         check_positive("steps", self.settings.steps, limit=1000)
         check_positive("batch_size", self.settings.batch_size, limit=1024)
+
+
+def _frame(index, a, b, t, t2=None, alpha=0.0) -> Frame:
+    return Frame(int(index), int(a), int(b), float(t), None if t2 is None else float(t2), float(alpha))
 
 
 @dataclass
@@ -158,16 +207,18 @@ class Options:
     allow_pickle: bool = False
 
 
-# Left out of the key: fps and crf change only the packaging; frames only the plan, which is in
-# the key; device and dtype are in the identity, resolved ("auto" is not a device); batch size
-# is what a resumed run takes from the interrupted one.
-_NOT_PIXELS = ("fps", "crf", "frames", "batch_size", "device", "dtype")
+# Left out of the key: fps and crf change only the packaging; frames and easing only where the
+# renders are placed, and renders are stored by their place in the walk, so a run of the same
+# walk with other frame counts reuses them; device and dtype are in the identity, resolved
+# ("auto" is not a device); batch size is what a resumed run takes from the interrupted one.
+_NOT_PIXELS = ("fps", "crf", "frames", "ease", "batch_size", "device", "dtype")
+_NOT_RENDERS = ("plan", "lengths", "smooth", "crossfade", "chunks", "loop", "discontinuities")
 
 
 def job_key(job: Job, identity: dict[str, Any]) -> str:
     """A hash of everything that can change a pixel. `identity` holds what the job alone does
     not pin down: the resolved device and dtype, the model's files and the library versions."""
-    data = job.to_dict()
+    data = {k: v for k, v in job.to_dict().items() if k not in _NOT_RENDERS}
     data["settings"] = {k: v for k, v in data["settings"].items() if k not in _NOT_PIXELS}
     data["keyframes"] = [{k: v for k, v in kf.items() if k != "frames"} for kf in data["keyframes"]]
     text = json.dumps({"job": data, "identity": identity}, sort_keys=True, separators=(",", ":"))

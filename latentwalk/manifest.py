@@ -127,7 +127,7 @@ def hub_commit(model: str, revision: str | None) -> str | None:
     return Path(found).parent.name if isinstance(found, str) else None
 
 
-def build(job: Job, resolved: dict[str, Any], output: Path, timings: dict[str, float], index: int | None = None) -> dict:
+def build(job: Job, resolved: dict[str, Any], output: Path, timings: dict[str, float], index: int | None = None, facts: dict | None = None) -> dict:
     manifest = {
         "format": FORMAT,
         "output": output.name,
@@ -137,6 +137,8 @@ def build(job: Job, resolved: dict[str, Any], output: Path, timings: dict[str, f
         "model": model_identity(job.settings.model, job.settings.revision),
         "versions": versions(),
         "timings": {phase: round(seconds, 3) for phase, seconds in timings.items()},
+        # A walk's placement and smoothness: keyframe_frames, renders, smoothness, discontinuities.
+        **(facts or {}),
     }
     if index is not None:
         manifest["index"] = index  # generate: which of the job's images this file is
@@ -185,6 +187,12 @@ def to_job(manifest: dict, path: Path, device: str | None = None) -> Job:
     except (KeyError, TypeError, ValueError) as e:
         raise BadInput(f"manifest {str(path)!r}: bad 'resolved' section ({e})") from None
     index = manifest.get("index")
+    if job.plan is None:
+        raise BadInput(f"manifest {str(path)!r}: its job has no frame positions")
+    if job.chunks is None and job.command != "generate":
+        # Written before renders were recorded: its frames were rendered in plan order, a
+        # batch at a time. The same batches make them again exactly.
+        job.chunks = legacy_chunks(job)
     if index is not None and (not isinstance(index, int) or not 0 <= index < len(job.plan)):
         raise BadInput(f"manifest {str(path)!r}: image index {index!r} is not in its job")
     name = job.settings.model
@@ -198,6 +206,13 @@ def to_job(manifest: dict, path: Path, device: str | None = None) -> Job:
         if content_hash(name) != model.get("sha256"):
             raise BadInput(f"model {name!r} has changed since the manifest was written (its sha256 differs)")
     return job
+
+
+def legacy_chunks(job: Job) -> list[list[tuple[int, int, float]]]:
+    from latentwalk.schedule import batched, position
+
+    size = job.settings.batch_size or 1
+    return [[position(f.a, f.b, f.t) for f in chunk] for chunk in batched(job.plan, size)]
 
 
 def version_changes(manifest: dict) -> list[str]:

@@ -15,8 +15,10 @@ def pick_mode(quiet: bool) -> str:
 
 
 class Progress:
-    def __init__(self, total: int, label: str, mode: str):
-        self.total, self.label, self.mode = total, label, mode
+    def __init__(self, total: int, label: str, mode: str, unit: str = "frames", at_most: bool = False):
+        """With `at_most`, total is an upper bound (a smooth walk stops when its frames are
+        even): the bar is completed by finish()."""
+        self.total, self.label, self.mode, self.unit, self.at_most = total, label, mode, unit, at_most
         self.done = 0
         self.start = time.perf_counter()
         self._last_line = self.start
@@ -37,7 +39,8 @@ class Progress:
             self._bar.start()
             self._task = self._bar.add_task(self.label, total=self.total, rate="")
         elif self.mode == "plain":
-            print(f"latentwalk: {self.label}: {self.total} frames", file=sys.stderr, flush=True)
+            bound = "at most " if self.at_most else ""
+            print(f"latentwalk: {self.label}: {bound}{self.total} {self.unit}", file=sys.stderr, flush=True)
         return self
 
     def advance(self, n: int = 1) -> None:
@@ -45,15 +48,23 @@ class Progress:
         now = time.perf_counter()
         rate = self.done / max(now - self.start, 1e-9)
         if self._bar is not None:
-            self._bar.update(self._task, advance=n, rate=f"{rate:.2f} frames/s")
+            self._bar.update(self._task, advance=n, rate=f"{rate:.2f} {self.unit}/s")
         elif self.mode == "plain" and (now - self._last_line >= PLAIN_EVERY_SECONDS or self.done == self.total):
             self._last_line = now
             eta = (self.total - self.done) / rate if rate > 0 else 0
             print(
-                f"latentwalk: {self.label}: {self.done}/{self.total} frames, {rate:.2f} frames/s, ETA {eta:.0f}s",
+                f"latentwalk: {self.label}: {self.done}/{self.total} {self.unit}, {rate:.2f} {self.unit}/s, ETA {eta:.0f}s",
                 file=sys.stderr,
                 flush=True,
             )
+
+    def finish(self) -> None:
+        """Done, even where fewer than the most were needed."""
+        if self.done < self.total:
+            if self._bar is not None:
+                self._bar.update(self._task, total=self.done)
+            elif self.mode == "plain":
+                print(f"latentwalk: {self.label}: {self.done} {self.unit}, done", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc) -> None:
         if self._bar is not None:

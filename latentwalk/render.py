@@ -1,13 +1,20 @@
 """Plan -> batches -> backend -> frames -> sink: the one loop every command runs.
 
 Conditioning and noise are computed once per keyframe; each batch only interpolates between
-them (on the model's device, in float32) and hands the result to the backend. Frames go to the
-sink through a bounded queue on a writer thread, so the model never waits for PNG or video
-encoding, and a slow sink slows the model down instead of filling memory.
+them (on the model's device, in float32) and hands the result to the backend. Every render is
+kept in a store by its place in the walk (a, b, t), which is how an interrupted run resumes.
+
+Where the frames are is either known beforehand (stills, `--no-smooth`, a manifest's recorded
+walk) or asked of placement.py segment by segment: it names positions, they are rendered and
+measured, and when it has chosen the segment's frames they are yielded in order, so memory
+stays flat. Frames go to the sink through a bounded queue on a writer thread, so the model
+never waits for PNG or video encoding, and a slow sink slows the model down instead of filling
+memory.
 """
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -20,13 +27,16 @@ import torch
 
 from latentwalk.backend import Backend
 from latentwalk.interp import INTERPOLATIONS
-from latentwalk.schedule import Frame, Keyframe, batched
+from latentwalk.schedule import EASINGS, Frame, Keyframe, Pos, batched, position
 
 
 @dataclass
 class RenderSpec:
+    """What to render. `plan` fixes every frame (stills, uniform walks, a manifest's recorded
+    walk); without it the walk over `lengths` is placed while rendering (see placement.py)."""
+
     keyframes: list[Keyframe]
-    plan: list[Frame]
+    plan: list[Frame] | None
     width: int
     height: int
     steps: int
@@ -36,46 +46,268 @@ class RenderSpec:
     cond_interp: str = "lerp"
     # Seconds spent per phase (encode, denoise, decode, write, ...), filled in while rendering.
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    lengths: list[int] | None = None  # frames per segment, for a walk placed while rendering
+    loop: bool = False
+    ease: str = "linear"
+    crossfade: bool = False
+    # Renders in the batches an earlier run made them in (a manifest's), to make them again exactly.
+    chunks: list[list[Pos]] | None = None
+    only: set[int] | None = None  # stills: render just the batches holding these frames
+    # Filled in while rendering: every frame's position, the batches rendered, discontinuities.
+    frames: list[Frame] = field(default_factory=list)
+    rendered: list[list[Pos]] = field(default_factory=list)
+    jumps: list[dict] = field(default_factory=list)
+    renders: int = 0  # distinct renders the frames came from, made now or found in the store
+    resumed: int = 0  # of those, found in the store (an earlier run's)
+    on_render: Callable[[int], None] = lambda count: None  # progress, per render
 
 
-def render_frames(
-    backend: Backend,
-    spec: RenderSpec,
-    finished: Callable[[int], np.ndarray | None] = lambda index: None,
-) -> Iterator[tuple[Frame, np.ndarray]]:
-    """Yield (frame, HxWx3 uint8 image) in plan order, one batch at a time.
+class MemoryStore:
+    """For tests and benchmarks that need no resume: keeps only the keyframes, which every
+    segment that starts or ends on them needs. A segment's other renders stay in the renderer's
+    cache while it is placed, so memory stays flat in the walk's length."""
 
-    `finished(index)` gives a frame a previous, interrupted run already made, or None. A batch
-    is rendered whole or not at all: the same frames in the same batches as an uninterrupted
-    run, so resumed frames are bit-identical to it."""
-    timings = spec.timings
-    started = time.perf_counter()
-    per_keyframe = [backend.conditioning(k.prompt, k.negative) for k in spec.keyframes]
-    conds = {name: torch.cat([c[name] for c in per_keyframe]) for name in per_keyframe[0]}
-    noises = torch.cat([backend.noise(k.seed, spec.width, spec.height) for k in spec.keyframes])
-    timings["encode"] += time.perf_counter() - started
+    durable = False  # cannot give back what it did not keep
 
-    mix_noise = INTERPOLATIONS[spec.noise_interp]
-    mix_cond = INTERPOLATIONS[spec.cond_interp]
-    for batch in batched(spec.plan, spec.batch_size):
+    def __init__(self):
+        self._images: dict[Pos, np.ndarray] = {}
+
+    def load(self, pos: Pos) -> np.ndarray | None:
+        return self._images.get(pos)
+
+    def save(self, pos: Pos, image: np.ndarray) -> None:
+        if pos[2] == 0.0:
+            self._images[pos] = image
+
+
+def motion_features(image: np.ndarray, side: int = 128) -> np.ndarray:
+    """What the placement compares: the frame box-averaged down to at most `side` pixels on its
+    long side, as float32. The distance is the mean absolute difference of these (0-255), the
+    same 'change' that `latentwalk inspect` reports, at a cost of a few milliseconds a frame."""
+    h, w = image.shape[:2]
+    factor = max(1, math.ceil(max(h, w) / side))
+    h2, w2 = h // factor, w // factor
+    cropped = image[: h2 * factor, : w2 * factor].astype(np.float32)
+    return cropped.reshape(h2, factor, w2, factor, -1).mean(axis=(1, 3))
+
+
+def feature_distance(x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.abs(x - y).mean())
+
+
+class Renderer:
+    """Renders positions of the walk through the backend, batch by batch, keeping each in the
+    store by its position. A batch is rendered whole or not at all, with the same members as
+    an uninterrupted run, so resumed renders are bit-identical to it."""
+
+    def __init__(self, backend: Backend, spec: RenderSpec, store):
+        self.backend, self.spec, self.store = backend, spec, store
+        timings = spec.timings
         started = time.perf_counter()
-        done = [finished(f.index) for f in batch]
-        if all(image is not None for image in done):
+        per_keyframe = [backend.conditioning(k.prompt, k.negative) for k in spec.keyframes]
+        self.conds = {name: torch.cat([c[name] for c in per_keyframe]) for name in per_keyframe[0]}
+        self.noises = torch.cat([backend.noise(k.seed, spec.width, spec.height) for k in spec.keyframes])
+        timings["encode"] += time.perf_counter() - started
+        self.mix_noise = INTERPOLATIONS[spec.noise_interp]
+        self.mix_cond = INTERPOLATIONS[spec.cond_interp]
+        self.recorded = {p: chunk for chunk in (spec.chunks or []) for p in chunk}
+        self.cache: dict[Pos, np.ndarray] = {}  # renders held for frames still to come
+        self.done: set[Pos] = set()  # every render this walk used, made now or found
+
+    def batches(self, positions: list[Pos]) -> list[list[Pos]]:
+        """The batches that make these positions: of the batch size, in order, or the batches
+        a manifest recorded. Fixed before any is rendered, so a resume makes the same ones."""
+        positions = [p for p in dict.fromkeys(positions) if p not in self.done]
+        if not self.recorded:
+            return [list(b) for b in batched(positions, self.spec.batch_size)]
+        found: list[list[Pos]] = []
+        for p in positions:
+            chunk = self.recorded.get(p, [p])
+            if chunk not in found:
+                found.append(chunk)
+        return found
+
+    def ensure(self, positions: list[Pos]) -> None:
+        """Make sure every position is rendered (held, and in the store)."""
+        for chunk in self.batches(positions):
+            self.render_batch(chunk)
+
+    def render_batch(self, chunk: list[Pos]) -> None:
+        """One batch: found whole in the store, or rendered whole."""
+        timings = self.spec.timings
+        started = time.perf_counter()
+        self.spec.rendered.append(chunk)
+        new = [p for p in chunk if p not in self.done]
+        found = {p: self.store.load(p) for p in chunk if p not in self.cache}
+        if all(image is not None for image in found.values()):
+            self.cache.update(found)
             timings["resume"] += time.perf_counter() - started
-            yield from zip(batch, done)
-            continue
-        a = torch.tensor([f.a for f in batch], device=noises.device)
-        b = torch.tensor([f.b for f in batch], device=noises.device)
-        t = torch.tensor([f.t for f in batch], dtype=torch.float32, device=noises.device)
-        noise = mix_noise(noises[a], noises[b], t)
-        cond = {name: mix_cond(value[a], value[b], t) for name, value in conds.items()}
-        latents = backend.denoise(noise, cond, spec.steps, spec.guidance)
-        backend.sync()
+            self.spec.resumed += len(new)
+            self._made(new)
+            return
+        a = torch.tensor([p[0] for p in chunk], device=self.noises.device)
+        b = torch.tensor([p[1] for p in chunk], device=self.noises.device)
+        t = torch.tensor([p[2] for p in chunk], dtype=torch.float32, device=self.noises.device)
+        noise = self.mix_noise(self.noises[a], self.noises[b], t)
+        cond = {name: self.mix_cond(value[a], value[b], t) for name, value in self.conds.items()}
+        latents = self.backend.denoise(noise, cond, self.spec.steps, self.spec.guidance)
+        self.backend.sync()
         denoised = time.perf_counter()
         timings["denoise"] += denoised - started
-        images = backend.decode(latents).cpu().numpy()  # the one copy to the host
+        images = self.backend.decode(latents).cpu().numpy()  # the one copy to the host
         timings["decode"] += time.perf_counter() - denoised
-        yield from zip(batch, images)
+        saved = time.perf_counter()
+        for p, image in zip(chunk, images):
+            if p in self.cache:
+                continue
+            if found.get(p) is not None:
+                # What the store holds wins: a resume finds that one, so decisions must use it.
+                self.cache[p] = found[p]
+                continue
+            self.store.save(p, image)
+            self.cache[p] = image
+        timings["save"] += time.perf_counter() - saved
+        self._made(new)
+
+    def _made(self, positions: list[Pos]) -> None:
+        self.done.update(positions)
+        self.spec.renders = len(self.done)
+        self.spec.on_render(len(positions))
+
+    def image(self, pos: Pos) -> np.ndarray:
+        if pos not in self.cache:
+            image = self.store.load(pos)
+            if image is None:  # lost since it was made (removed by hand): make it again
+                self.done.discard(pos)
+                self.ensure([pos])
+                image = self.cache[pos]
+            self.cache[pos] = image
+        return self.cache[pos]
+
+    def release(self, positions) -> None:
+        """Let go of renders the store can give back (memory stays flat in long segments)."""
+        if getattr(self.store, "durable", False):
+            for p in positions:
+                self.cache.pop(p, None)
+
+    def forget(self) -> None:
+        self.cache = {}
+
+
+def blend(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
+    """A crossfade frame: the pixel mix of two renders."""
+    mixed = (1 - alpha) * x.astype(np.float32) + alpha * y.astype(np.float32)
+    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+
+
+def render_frames(backend: Backend, spec: RenderSpec, store=None) -> Iterator[tuple[Frame, np.ndarray]]:
+    """Yield (frame, HxWx3 uint8 image) in video order.
+
+    Every render is kept in `store` by its position (an interrupted run's renders are found
+    there and not made again). The keyframes are rendered first, in the batches `generate`
+    uses, so a walk's keyframes are generate's pictures."""
+    renderer = Renderer(backend, spec, store if store is not None else MemoryStore())
+    if spec.plan is not None:
+        yield from _fixed(renderer, spec)
+    else:
+        yield from _placed(renderer, spec)
+
+
+def _fixed(renderer: Renderer, spec: RenderSpec) -> Iterator[tuple[Frame, np.ndarray]]:
+    """Frames whose positions are known beforehand: stills, uniform walks, recorded walks.
+    Streamed: each batch is rendered when its first frame is due, and each render let go of
+    after its last frame."""
+    plan = spec.plan
+    if all(f.a == f.b for f in plan):  # stills: one batch at a time, in order
+        for chunk in batched(plan, spec.batch_size):
+            if spec.only is not None and not spec.only & {f.index for f in chunk}:
+                continue
+            renderer.ensure([position(f.a, f.b, f.t) for f in chunk])
+            for f in chunk:
+                yield f, _picture(renderer, f)
+            renderer.forget()
+        spec.frames = list(plan)
+        return
+    needs = [[position(f.a, f.b, t) for t in (f.t, f.t2) if t is not None] for f in plan]
+    renderer.ensure(sorted({p for need in needs for p in need if p[2] == 0.0}))
+    renderer.forget()
+    batches = renderer.batches([p for need in needs for p in need if p[2] != 0.0])
+    batch_of = {p: chunk for chunk in batches for p in chunk}
+    last_use = {p: i for i, need in enumerate(needs) for p in need}
+    for i, f in enumerate(plan):
+        for p in needs[i]:
+            if p not in renderer.done and p in batch_of:
+                renderer.render_batch(batch_of[p])
+        yield f, _picture(renderer, f)
+        for p in needs[i]:
+            if last_use[p] == i:
+                renderer.cache.pop(p, None)
+    spec.frames = list(plan)
+
+
+def _picture(renderer: Renderer, f: Frame) -> np.ndarray:
+    image = renderer.image(position(f.a, f.b, f.t))
+    if f.t2 is None:
+        return image
+    return blend(image, renderer.image(position(f.a, f.b, f.t2)), f.alpha)
+
+
+def _placed(renderer: Renderer, spec: RenderSpec) -> Iterator[tuple[Frame, np.ndarray]]:
+    """A smooth walk: each segment's frames placed where the picture changes evenly."""
+    from latentwalk.placement import SegmentPlacer, ease_profile
+
+    n_keys = len(spec.keyframes)
+    renderer.ensure([(k, k, 0.0) for k in range(n_keys)])
+    renderer.forget()
+    ease = EASINGS[spec.ease]
+    total = sum(spec.lengths) + (0 if spec.loop else 1)
+    index = 0
+    for a, n in enumerate(spec.lengths):
+        b = (a + 1) % n_keys
+        features: dict[float, np.ndarray] = {}
+
+        def measure(ts) -> None:
+            """Keep what placement compares, and let go of the pictures (back at the end)."""
+            for t in ts:
+                pos = position(a, b, t)
+                features[t] = motion_features(renderer.image(pos))
+                renderer.release([pos])
+
+        measure([0.0, 1.0])
+        placer = SegmentPlacer(n, lambda t1, t2: feature_distance(features[t1], features[t2]),
+                               ease_profile(ease, n), crossfade=spec.crossfade)  # fmt: skip
+        while positions := placer.next_round():
+            renderer.ensure([position(a, b, t) for t in positions])
+            measure(positions)
+        picks = placer.choose()
+        frames = [Frame(index + k, a, b, p.t, p.t2, p.alpha) for k, p in enumerate(picks)]
+        looks = [features[p.t] if p.t2 is None else blend_features(features[p.t], features[p.t2], p.alpha) for p in picks]
+        changes = [feature_distance(x, y) for x, y in zip(looks, looks[1:] + [features[1.0]])]
+        pace = sum(changes) / len(changes)
+        for jump in placer.jumps():
+            after = next((f.index for f in frames if f.t2 == jump.hi or f.t >= jump.hi), index + n)
+            spec.jumps.append({
+                "frame": after % total, "segment": a, "t": round(jump.lo, 6), "change": round(jump.change, 3),
+                "over_mean": round(jump.change / pace, 2) if pace > 0 else None,
+                "crossfade_frames": sum(1 for f in frames if f.t2 == jump.hi),
+            })  # fmt: skip
+        needs = [[position(a, b, t) for t in (f.t, f.t2) if t is not None] for f in frames]
+        last_use = {p: i for i, need in enumerate(needs) for p in need}
+        for i, f in enumerate(frames):
+            yield f, _picture(renderer, f)
+            renderer.release(p for p in needs[i] if last_use[p] == i)
+        spec.frames += frames
+        index += n
+        renderer.forget()
+    if not spec.loop:
+        last = n_keys - 1
+        final = Frame(index, last, last, 0.0)
+        spec.frames.append(final)
+        yield final, renderer.image((last, last, 0.0))
+
+
+def blend_features(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
+    return (1 - alpha) * x + alpha * y
 
 
 _DONE = object()

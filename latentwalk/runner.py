@@ -1,7 +1,7 @@
 """Run a job, resumably: lock the outputs, open the work directory, load the model, render the
 frames not yet made, stream every frame to its sink, publish the outputs and their manifests.
 
-Killed at any moment, a run loses only the frames in flight: finished frames wait in the work
+Killed at any moment, a run loses only the renders in flight: finished renders wait in the work
 directory (see workdir.py), outputs appear only when complete, and the next identical run
 starts where this one stopped.
 """
@@ -94,8 +94,9 @@ class ImageSink:
         pass
 
 
-def run(job: Job, sink, options: Options, warn: Callable[[str], None], texts: Texts) -> dict:
+def run(job: Job, sink, options: Options, warn: Callable[[str], None], texts: Texts, only: set[int] | None = None) -> dict:
     """Render `job` into `sink` (a VideoSink or an ImageSink); returns the summary for --json.
+    `only` limits stills to the batches holding those frames (re-rendering one image).
     A signal ends it with Stopped, whose exit code is 128 + the signal's number."""
     from latentwalk.backend import resolve_device, resolve_dtype
 
@@ -116,14 +117,17 @@ def run(job: Job, sink, options: Options, warn: Callable[[str], None], texts: Te
             for path in sink.paths:
                 locks.append(Lock(lock_path(path), f"output {str(path)!r}").acquire())
             folder = options.frames_dir or work_root() / key
-            description = {"command": job.command, "outputs": [str(p.resolve()) for p in sink.paths], "frames": len(job.plan)}
-            store = FrameStore(folder, key, description, replace_foreign=options.overwrite)
+            description = {"command": job.command, "outputs": [str(p.resolve()) for p in sink.paths], "frames": job.frame_count}
+            # The video's frames are written out where someone will look at them: a --frames-dir, or a
+            # work directory kept with --keep-frames. Otherwise the renders alone are kept, to resume.
+            frames = options.frames_dir is not None or options.keep_frames
+            store = FrameStore(folder, key, description, replace_foreign=options.overwrite, frames=frames)
             try:
-                summary = _render(job, sink, options, store, timings, warn, texts, device, dtype)
+                summary = _render(job, sink, options, store, timings, warn, texts, device, dtype, only)
             except BaseException as e:
-                # Keep what was made; a work directory that never got a frame is just litter.
+                # Keep what was made; a work directory that never got a render is just litter.
                 store.close(remove=not store.present and options.frames_dir is None)
-                explained = _explained(e, store, len(job.plan))
+                explained = _explained(e, store)
                 if explained is e:
                     raise
                 raise explained from e
@@ -138,46 +142,80 @@ def run(job: Job, sink, options: Options, warn: Callable[[str], None], texts: Te
     return summary
 
 
-def _render(job, sink, options, store: FrameStore, timings, warn, texts, device, dtype) -> dict:
+def _render(job, sink, options, store: FrameStore, timings, warn, texts, device, dtype, only) -> dict:
+    from latentwalk.placement import render_budget
     from latentwalk.progress import Progress, pick_mode
     from latentwalk.render import RenderSpec, render_frames, write_frames
+    from latentwalk.smoothness import Motion
 
     settings = job.settings
     backend, width, height, batch = load_backend(job, device, dtype, options, timings, warn, store.record.get("batch_size"))
     if store.record.get("batch_size") != batch:
         store.save_record({**store.record, "batch_size": batch})
     if store.resumed and not options.quiet:
-        print(f"latentwalk: resuming: {store.resumed} of {len(job.plan)} frames already rendered in {str(store.folder)!r}",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(f"latentwalk: resuming: {store.resumed} renders already made in {str(store.folder)!r}", file=sys.stderr, flush=True)
     resolved = {
         "width": width, "height": height, "batch_size": batch, "scheduler": backend.scheduler_name,
         "dtype": str(dtype).removeprefix("torch."), "device": str(backend.device), "device_name": device_name(backend.device),
     }  # fmt: skip
+    facts: dict = {}  # what the render found out (placement, smoothness), for the manifest
 
     def describe(path: Path, index: int | None) -> dict:
-        return manifest.build(job, resolved, path, timings, index)
+        return manifest.build(job, resolved, path, timings, index, facts)
 
+    placed = job.plan is None
     spec = RenderSpec(job.keyframes, job.plan, width, height, settings.steps, settings.guidance, batch,
-                      job.noise_interp, job.cond_interp, timings)  # fmt: skip
+                      job.noise_interp, job.cond_interp, timings, lengths=job.lengths, loop=job.loop,
+                      ease=settings.ease, crossfade=job.crossfade, chunks=job.chunks, only=only)  # fmt: skip
+    if job.chunks is not None:
+        most = sum(len(c) for c in job.chunks)
+    elif placed:
+        most = len(job.keyframes) + sum(render_budget(n) for n in job.lengths)
+    else:
+        most = job.frame_count
+    motion = Motion()
     sink.open(width, height, options.overwrite, store.resumed > 0, describe)
     try:
-        with Progress(len(job.plan), job.command, pick_mode(options.quiet)) as progress:
+        with Progress(most, job.command, pick_mode(options.quiet), unit="renders", at_most=placed) as progress:
+            spec.on_render = progress.advance
 
             def write(frame: Frame, image: np.ndarray) -> None:
                 text = texts(frame, resolved)
-                if frame.index not in store.present:
-                    store.save(frame.index, image, text)
+                if store.frames:
+                    store.save_frame(frame.index, image, text)
                 sink.write(frame, image, text)
-                progress.advance()
+                motion.add(image)
 
-            write_frames(render_frames(backend, spec, store.load), write, timings)
+            write_frames(render_frames(backend, spec, store), write, timings)
+            progress.finish()
+        if job.command != "generate":
+            # A manifest's own positions and batches stay as they were: its re-render's
+            # manifest must be the same job.
+            if placed:
+                job.discontinuities = spec.jumps
+            job.plan = job.plan if job.plan is not None else spec.frames
+            job.chunks = job.chunks if job.chunks is not None else spec.rendered
+            facts.update(_facts(job, spec, motion))
+        if store.frames:
+            store.trim_frames(job.frame_count)
         sink.finish()
     except BaseException:
         sink.abort()
         raise
+    summary = {
+        "command": job.command, "frames": job.frame_count, "renders": spec.renders, "resumed": spec.resumed,
+        "width": width, "height": height, "model": settings.model, "batch_size": batch, "work_dir": str(store.folder),
+    }  # fmt: skip
+    summary.update(facts)
+    return summary
+
+
+def _facts(job: Job, spec, motion) -> dict:
+    """Placement and smoothness of a walk, for its summary and manifest."""
+    keyframe_frames = [f.index for f in spec.frames if f.t == 0.0 and f.t2 is None]
     return {
-        "command": job.command, "frames": len(job.plan), "resumed": store.resumed, "width": width,
-        "height": height, "model": settings.model, "batch_size": batch, "work_dir": str(store.folder),
+        "smooth": job.smooth, "renders": spec.renders, "keyframe_frames": keyframe_frames,
+        "smoothness": motion.summary(), "discontinuities": job.discontinuities or [],
     }  # fmt: skip
 
 
@@ -195,7 +233,7 @@ def load_backend(job: Job, device, dtype, options: Options, timings: dict, warn,
     backend.check_size(width, height)
     backend.check_steps(settings.steps)
     if resumed_batch is not None and settings.batch_size not in (None, resumed_batch):
-        # Typically after running out of memory: better than throwing the finished frames away.
+        # Typically after running out of memory: better than throwing the finished renders away.
         warn(
             f"resuming with --batch-size {settings.batch_size} where the interrupted run used {resumed_batch}: "
             "the new frames may differ from an uninterrupted run by float rounding"
@@ -226,13 +264,13 @@ def device_name(device) -> str:
     return platform.processor() or platform.machine()
 
 
-def _explained(error: BaseException, store: FrameStore, total: int) -> BaseException:
+def _explained(error: BaseException, store: FrameStore) -> BaseException:
     """The error as the user should read it, with what was kept and how to go on."""
     kept = len(store.present)
-    where = f"{kept} of {total} frames kept in {str(store.folder)!r}"
+    where = f"{kept} renders kept in {str(store.folder)!r}"
     if isinstance(error, Interrupted):
         if not kept:
-            return Stopped(f"interrupted by {error} before the first frame was finished", error.exit_code)
+            return Stopped(f"interrupted by {error} before the first render was finished", error.exit_code)
         return Stopped(f"interrupted by {error}: {where}; run the same command again to resume", error.exit_code)
     if not isinstance(error, Exception):
         return error

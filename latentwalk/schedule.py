@@ -34,6 +34,28 @@ class Frame:
     a: int  # keyframe the segment starts from
     b: int  # keyframe it goes to
     t: float  # eased weight of b: 0 is exactly keyframe a
+    # A crossfade frame over a discontinuity: the pixel mix of the renders at t and t2, with
+    # weight alpha on t2 (see placement.py).
+    t2: float | None = None
+    alpha: float = 0.0
+
+    @property
+    def position(self) -> float:
+        """Where on the segment the frame shows, for its PNG's text and for plots."""
+        return self.t if self.t2 is None else (1 - self.alpha) * self.t + self.alpha * self.t2
+
+
+# Positions of renders: (a, b, t), the keyframes a segment goes from and to and the weight of b.
+# Normalised so a keyframe has one name whichever segment asks for it: (k, k, 0.0).
+Pos = tuple[int, int, float]
+
+
+def position(a: int, b: int, t: float) -> Pos:
+    if t == 0.0 or a == b:
+        return (a, a, 0.0)
+    if t == 1.0:
+        return (b, b, 0.0)
+    return (a, b, t)
 
 
 # Easing of the weight within a segment: functions [0, 1] -> [0, 1] with f(0)=0, f(1)=1.

@@ -1,9 +1,9 @@
-"""Where finished frames wait for the video, and the locks that keep two runs apart.
+"""Where finished renders wait for the video, and the locks that keep two runs apart.
 
 A work directory is named by the job's key (see job.py): re-running the same command after a
-crash finds the frames it already made, and a changed parameter finds another directory. Each
-frame is written whole (temporary file, then rename), and a frame that cannot be read back is
-rendered again, never used. Locks are flock(2) locks, which the kernel releases when their
+crash finds the renders it already made, by their place in the walk, and a changed parameter
+finds another directory. Each render is written whole (temporary file, then rename), and one
+that cannot be read back is rendered again, never used. Locks are flock(2) locks, which the kernel releases when their
 holder dies, even by SIGKILL or power loss: a dead run's lock is never in the way.
 """
 
@@ -135,17 +135,50 @@ def frame_name(index: int) -> str:
     return f"frame_{index:06d}.png"
 
 
+RENDERS = "renders"
+
+
+def render_name(pos: tuple[int, int, float]) -> str:
+    """Where a render lives in the work directory: by its place in the walk, not by its frame
+    number, so a later run of the walk with other frame counts finds the renders it shares.
+    repr() of a float round-trips exactly, and placement puts renders on a dyadic lattice."""
+    a, b, t = pos
+    if t == 0.0:
+        return f"{RENDERS}/key_{a:04d}.png"
+    return f"{RENDERS}/seg_{a:04d}_{b:04d}/t_{t!r}.png"
+
+
+_RENDER_NAME = re.compile(r"key_(\d+)\.png|seg_(\d+)_(\d+)/t_([0-9.e+-]+)\.png")
+
+
+def parse_render_name(name: str) -> tuple[int, int, float] | None:
+    match = _RENDER_NAME.fullmatch(name)
+    if not match:
+        return None
+    if match[1] is not None:
+        return (int(match[1]), int(match[1]), 0.0)
+    try:
+        return (int(match[2]), int(match[3]), float(match[4]))
+    except ValueError:
+        return None
+
+
 class FrameStore:
-    """A locked folder of finished frames for one job key.
+    """A locked folder of finished renders (and, in a --frames-dir, the video's frames) for one
+    job key.
 
     `folder` is a directory under work_root() named by the key, or the user's --frames-dir.
-    job.json records the key (frames of another job are never used) and what a resumed run
-    must reuse, such as the batch size.
+    Renders live in its renders/ subfolder by their place in the walk; a --frames-dir also gets
+    the video's frames as frame_000000.png onwards. job.json records the key (renders of
+    another job are never used) and what a resumed run must reuse, such as the batch size.
     """
 
-    def __init__(self, folder: Path, key: str, description: dict, replace_foreign: bool = False):
+    durable = True  # every render saved can be loaded again
+
+    def __init__(self, folder: Path, key: str, description: dict, replace_foreign: bool = False, frames: bool = False):
         self.folder = Path(folder)
         self.key = key
+        self.frames = frames  # whether the video's frames are written here too
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -159,9 +192,13 @@ class FrameStore:
         except BaseException:
             self.lock.release()
             raise
-        for leftover in self.folder.glob(".*.partial"):  # cut short by a crash; we hold the lock
+        # Cut short by a crash; we hold the lock. Only our own names: a --frames-dir is the user's.
+        ours = [".frame_*.partial", f".{JOB_FILE}.*.partial", f"{RENDERS}/**/.*.partial"]
+        for leftover in [p for pattern in ours for p in self.folder.glob(pattern)]:
             leftover.unlink(missing_ok=True)
-        self.present = {int(m[1]) for p in self.folder.glob("frame_*.png") if (m := re.fullmatch(r"frame_(\d+)\.png", p.name))}
+        renders = self.folder / RENDERS
+        found = (parse_render_name(str(p.relative_to(self.folder / RENDERS))) for p in renders.glob("**/*.png"))
+        self.present = {pos for pos in found if pos is not None}
         self.resumed = len(self.present)
 
     def _adopt(self, description: dict, replace_foreign: bool) -> dict:
@@ -172,10 +209,10 @@ class FrameStore:
                 old = json.loads(path.read_text())
             except (ValueError, OSError, UnicodeDecodeError):
                 old = {}
-        has_frames = any(self.folder.glob("frame_[0-9]*.png"))
+        has_frames = any(self.folder.glob("frame_[0-9]*.png")) or (self.folder / RENDERS).exists()
         if old is not None and old.get("key") == self.key:
-            return old
-        # Frames in a folder named by our key are ours, even if a crash lost job.json.
+            return {**old, **description}
+        # Renders in a folder named by our key are ours, even if a crash lost job.json.
         if has_frames and self.folder.name != self.key:
             if not replace_foreign:
                 raise BadInput(
@@ -183,6 +220,7 @@ class FrameStore:
                 )
             for p in self.folder.glob("frame_[0-9]*.png"):
                 p.unlink()
+            shutil.rmtree(self.folder / RENDERS, ignore_errors=True)
         record = {"key": self.key, "created": time.time(), **description}
         self.save_record(record)
         return record
@@ -191,44 +229,44 @@ class FrameStore:
         self.record = record
         atomic_write(self.folder / JOB_FILE, (json.dumps(record, indent=1) + "\n").encode())
 
-    def path(self, index: int) -> Path:
-        return self.folder / frame_name(index)
+    def path(self, pos) -> Path:
+        return self.folder / render_name(pos)
 
-    def load(self, index: int) -> np.ndarray | None:
-        """A finished frame, or None when it is missing or unreadable (then it is rendered again)."""
-        if index not in self.present:
+    def load(self, pos) -> np.ndarray | None:
+        """A finished render, or None when it is missing or unreadable (then it is made again)."""
+        if pos not in self.present:
             return None
         try:
-            with Image.open(self.path(index)) as image:
-                return np.asarray(image.convert("RGB"))
+            with Image.open(self.path(pos)) as image:
+                pixels = np.asarray(image.convert("RGB"))
         except (OSError, ValueError, SyntaxError):  # PIL's errors for a truncated or corrupt PNG
-            self.present.discard(index)
+            self.present.discard(pos)
             return None
+        return pixels
 
-    def save(self, index: int, image: np.ndarray, text: dict[str, str] | None = None) -> None:
-        info = PngImagePlugin.PngInfo()
-        for key, value in (text or {}).items():
-            info.add_itxt(key, str(value))
-        fd, tmp = tempfile.mkstemp(prefix=f".{frame_name(index)}.", suffix=".partial", dir=self.folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                # Level 1: lossless like any level, at a fraction of the default's time.
-                Image.fromarray(image).save(f, format="PNG", pnginfo=info, compress_level=1)
-            os.chmod(tmp, FILE_MODE)  # a --frames-dir is the user's: usual permissions
-            os.replace(tmp, self.path(index))
-        except OSError as e:  # disk full, file size limit: say which, not where in PIL
-            Path(tmp).unlink(missing_ok=True)
-            raise LatentwalkError(f"cannot write frame {str(self.path(index))!r}: {e.strerror or e}") from e
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        self.present.add(index)
+    def save(self, pos, image: np.ndarray) -> None:
+        path = self.path(pos)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_png(path, image, None)
+        self.present.add(pos)
+
+    def save_frame(self, index: int, image: np.ndarray, text: dict[str, str] | None = None) -> None:
+        """The video's frame `index`, in a --frames-dir."""
+        _write_png(self.folder / frame_name(index), image, text)
+
+    def trim_frames(self, count: int) -> None:
+        """Remove frames past the video's end, left by an earlier run of the walk with more."""
+        for p in self.folder.glob("frame_[0-9]*.png"):
+            match = re.fullmatch(r"frame_(\d+)\.png", p.name)
+            if match and int(match[1]) >= count:
+                p.unlink()
 
     def close(self, remove: bool) -> None:
-        """Release the folder; `remove` deletes it with its frames (after a success)."""
+        """Release the folder; `remove` deletes it with its renders and frames (after a success)."""
         if remove:
             for p in self.folder.glob("frame_[0-9]*.png"):
                 p.unlink()
+            shutil.rmtree(self.folder / RENDERS, ignore_errors=True)
             (self.folder / JOB_FILE).unlink(missing_ok=True)
         self.lock.release()
         if remove:
@@ -236,6 +274,26 @@ class FrameStore:
                 self.folder.rmdir()  # only if nothing of the user's is left in it
             except OSError:
                 pass
+
+
+def _write_png(path: Path, image: np.ndarray, text: dict[str, str] | None) -> None:
+    """A PNG written whole: a temporary file, then a rename."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_itxt(key, str(value))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            # Level 1: lossless like any level, at a fraction of the default's time.
+            Image.fromarray(image).save(f, format="PNG", pnginfo=info, compress_level=1)
+        os.chmod(tmp, FILE_MODE)  # a --frames-dir is the user's: usual permissions
+        os.replace(tmp, path)
+    except OSError as e:  # disk full, file size limit: say which, not where in PIL
+        Path(tmp).unlink(missing_ok=True)
+        raise LatentwalkError(f"cannot write frame {str(path)!r}: {e.strerror or e}") from e
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -255,7 +313,7 @@ def atomic_write(path: Path, data: bytes) -> None:
 class WorkDir:
     folder: Path
     record: dict
-    frames: int
+    renders: int
     bytes: int
     modified: float
     running: bool
@@ -273,16 +331,17 @@ def list_work_dirs(root: Path | None = None) -> list[WorkDir]:
         except (OSError, ValueError, UnicodeDecodeError):
             record = {}
         stats = {}
-        for p in folder.iterdir():
+        for p in folder.rglob("*"):
             try:
-                stats[p.name] = p.stat()
+                if p.is_file():
+                    stats[str(p.relative_to(folder))] = p.stat()
             except FileNotFoundError:  # a running render renamed it meanwhile
                 pass
         found.append(
             WorkDir(
                 folder=folder,
                 record=record,
-                frames=sum(1 for name in stats if name.startswith("frame_")),
+                renders=sum(1 for name in stats if name.startswith(RENDERS + "/") and name.endswith(".png")),
                 bytes=sum(st.st_size for st in stats.values()),
                 modified=max((st.st_mtime for st in stats.values()), default=0.0),
                 running=is_locked(folder / LOCK_FILE),

@@ -56,7 +56,8 @@ def test_seed_walk_video_keyframes_equal_generate_and_frames_morph(cli, tmp_path
     video, meta = read_video(tmp_path / "walk.mp4")
     assert video.shape == (5, 64, 64, 3) and meta["fps"] == 12
     pngs = [read_png(tmp_path / "frames" / f"frame_{i:06d}.png") for i in range(5)]
-    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [f"frame_{i:06d}.png" for i in range(5)] + ["job.json"]
+    # Exactly the video's frames; the renders the walk also made live in a subfolder.
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [f"frame_{i:06d}.png" for i in range(5)] + ["job.json", "renders"]
     # The keyframe invariant: first and last frames are what generate draws for those seeds.
     for index, seed in ((0, 5), (4, 9)):
         still = read_png(tmp_path / "stills" / f"a-castle-{seed}.png")
@@ -102,7 +103,7 @@ a dragon over the castle | seed=4
 
 def test_prompt_walk_follows_the_file_and_passes_through_each_keyframe(cli, tmp_path):
     (tmp_path / "story.txt").write_text(PROMPTS)
-    cli("prompt-walk", "story.txt", "-o", "story.webm", "--frames-dir", "frames", "--seed", "8", *FAST, "--quiet")
+    cli("prompt-walk", "story.txt", "-o", "story.webm", "--frames-dir", "frames", "--seed", "8", *FAST, "--quiet", "--no-smooth")
     video, meta = read_video(tmp_path / "story.webm")
     assert video.shape == (6, 64, 64, 3) and meta["codec"].startswith("vp9")
     cli("generate", "a castle at night", "--seeds", "8", "-o", "night.png", *FAST, "-q")
@@ -147,10 +148,14 @@ def test_existing_output_is_only_replaced_with_overwrite(cli, tmp_path):
 
 
 def test_not_a_terminal_means_plain_progress_lines_and_quiet_means_silence(cli):
-    result = cli("seed-walk", "a castle", "--seeds", "1,2", "--frames", "2", "-o", "a.mp4", *FAST)
+    result = cli("seed-walk", "a castle", "--seeds", "1,2", "--frames", "4", "-o", "a.mp4", *FAST)
     lines = result.stderr.splitlines()
-    assert "latentwalk: seed-walk: 3 frames" in lines
-    assert any(re.fullmatch(r"latentwalk: seed-walk: 3/3 frames, [\d.]+ frames/s, ETA 0s", line) for line in lines)
+    # Even motion makes at most 25% more renders than frames: the bar counts renders.
+    assert "latentwalk: seed-walk: at most 6 renders" in lines
+    # The last line: all 6, or fewer once the frames are even.
+    last = r"latentwalk: seed-walk: (6/6 renders, [\d.]+ renders/s, ETA 0s|[56] renders, done)"
+    assert any(re.fullmatch(last, line) for line in lines), lines
+    assert any(re.fullmatch(r"Wrote 'a.mp4': 5 frames from [56] renders, 64x64, .*", line) for line in lines)
     assert result.stdout == ""
     result = cli("seed-walk", "a castle", "--seeds", "1,2", "--frames", "2", "-o", "b.mp4", *FAST, "--quiet")
     assert result.stderr == "" and result.stdout == ""
@@ -284,7 +289,7 @@ def test_readme_help_blocks_are_the_current_help():
     import readme_help
 
     readme = (ROOT / "README.md").read_text()
-    assert readme.count("<!-- help: ") == 5
+    assert readme.count("<!-- help: ") == 6
     assert readme_help.render(readme) == readme, "README help is stale: run python scripts/readme_help.py"
 
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from conftest import FAST, read_png, read_video
 
-WALK = ["seed-walk", "a castle", "--seeds", "3,4", "--frames", "3", *FAST, "-q"]
+WALK = ["seed-walk", "a castle", "--seeds", "3,4", "--frames", "3", *FAST, "-q", "--no-smooth"]
 
 
 def test_a_walk_manifest_holds_everything_and_renders_the_same_frames(cli, tmp_path):

@@ -90,7 +90,7 @@ def frames_with(keyframes, size=64, **optimize):
 def test_timings_cover_each_phase(keyframes):
     frames, timings = frames_with(keyframes)
     assert frames.shape == (3, 64, 64, 3)
-    assert set(timings) == {"encode", "denoise", "decode"} and all(v > 0 for v in timings.values())
+    assert set(timings) == {"encode", "denoise", "decode", "save"} and all(v > 0 for v in timings.values())
 
 
 @pytest.mark.parametrize("switch", ["channels_last", "vae_slicing", "vae_tiling"])

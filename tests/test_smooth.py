@@ -1,0 +1,137 @@
+"""Smooth walks end to end on builtin:shapes (pictures that mean something), in process."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import read_png, read_video
+from latentwalk.cli import app
+
+SHAPES = ["--preset", "shapes"]
+STORY = "a large purple triangle on a black background | seed=3\na small green circle on a gray background | seed=3\n"
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("LATENTWALK_DEBUG", raising=False)
+
+    def invoke(*args, code=0):
+        result = CliRunner().invoke(app, [str(a) for a in args])
+        assert result.exit_code == code, (result.exit_code, result.output)
+        return result
+
+    return invoke
+
+
+def summary_of(result) -> dict:
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def frames_in(folder: Path) -> list[np.ndarray]:
+    return [read_png(p) for p in sorted(folder.glob("frame_*.png"))]
+
+
+def test_a_smooth_walk_is_even_within_its_budget_and_passes_through_generate(run, tmp_path):
+    (tmp_path / "story.txt").write_text(STORY)
+    smooth = summary_of(run("prompt-walk", "story.txt", *SHAPES, "--frames", "16", "-o", "s.mp4", "--frames-dir", "s", "--json", "-q"))
+    uniform = summary_of(run("prompt-walk", "story.txt", *SHAPES, "--frames", "16", "--no-smooth", "-o", "u.mp4", "--json", "-q"))
+    assert smooth["frames"] == uniform["frames"] == 17
+    assert uniform["renders"] == 17 and 17 <= smooth["renders"] <= 17 * 1.25
+    assert smooth["smooth"] is True and uniform["smooth"] is False
+    assert smooth["keyframe_frames"] == [0, 16]
+    assert set(smooth["smoothness"]) >= {"frames", "mean", "cv", "max_over_mean", "istd"}
+    # This walk morphs a triangle into a circle in a few uniform frames: placement evens it.
+    assert smooth["smoothness"]["cv"] < uniform["smoothness"]["cv"] / 2
+    # The frames folder holds exactly the video's frames, in order; renders in a subfolder.
+    frames = frames_in(tmp_path / "s")
+    assert len(frames) == 17 and (tmp_path / "s" / "renders").is_dir()
+    video, _ = read_video(tmp_path / "s.mp4")
+    assert len(video) == 17
+    # Keyframes stay where they were and are generate's pictures (generate draws one prompt
+    # at a time and this walk's keyframes share a batch: float rounding may differ by a level).
+    run("generate", "a large purple triangle on a black background", "--seeds", "3", *SHAPES, "-o", "first.png", "-q")
+    run("generate", "a small green circle on a gray background", "--seeds", "3", *SHAPES, "-o", "last.png", "-q")
+    for frame, still in ((frames[0], "first.png"), (frames[16], "last.png")):
+        assert np.abs(frame.astype(int) - read_png(tmp_path / still)).max() <= 1
+    # The manifest has every frame's position, in order, and the same statistics.
+    manifest = json.loads((tmp_path / "s.mp4.json").read_text())
+    plan = manifest["job"]["plan"]
+    assert [entry[0] for entry in plan] == list(range(17)) and manifest["job"]["smooth"] is True
+    positions = [e[3] if len(e) == 4 else (1 - e[5]) * e[3] + e[5] * e[4] for e in plan[:16]]
+    assert positions == sorted(positions) and positions[0] == 0.0
+    assert manifest["smoothness"] == smooth["smoothness"] and manifest["keyframe_frames"] == [0, 16]
+
+
+def test_a_smooth_seed_walk_s_keyframes_are_generate_s_bit_for_bit(run, tmp_path):
+    run("seed-walk", "a large red circle on a blue background", "--seeds", "1,2", *SHAPES, "--frames", "8", "-o", "w.mp4", "--frames-dir", "f", "-q")
+    run("generate", "a large red circle on a blue background", "--seeds", "1,2", *SHAPES, "-o", "stills", "-q")
+    frames = frames_in(tmp_path / "f")
+    assert np.array_equal(frames[0], read_png(tmp_path / "stills" / "a-large-red-circle-on-a-blue-background-1.png"))
+    assert np.array_equal(frames[8], read_png(tmp_path / "stills" / "a-large-red-circle-on-a-blue-background-2.png"))
+
+
+def test_a_manifest_renders_the_same_frames_without_placing_again(run, tmp_path, monkeypatch):
+    run("seed-walk", "a large red circle on a blue background", "--seeds", "1,2", *SHAPES, "--frames", "12", "-o", "w.mp4", "--frames-dir", "a", "-q")
+    import latentwalk.placement
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a manifest's walk is not placed again")
+
+    monkeypatch.setattr(latentwalk.placement, "SegmentPlacer", refuse)
+    summary = summary_of(run("render", "w.mp4.json", "-o", "again.mp4", "--frames-dir", "b", "--json", "-q"))
+    assert summary["frames"] == 13
+    for x, y in zip(frames_in(tmp_path / "a"), frames_in(tmp_path / "b"), strict=True):
+        assert np.array_equal(x, y)
+    # ... and the manifest that re-render wrote renders too, to the same job.
+    first = json.loads((tmp_path / "w.mp4.json").read_text())["job"]
+    again = json.loads((tmp_path / "again.mp4.json").read_text())["job"]
+    assert again["plan"] == first["plan"] and again["chunks"] == first["chunks"]
+    run("render", "again.mp4.json", "-o", "third.mp4", "-q")
+    assert np.array_equal(read_video(tmp_path / "third.mp4")[0], read_video(tmp_path / "w.mp4")[0])
+
+
+def test_a_longer_run_of_the_same_walk_reuses_the_renders_it_shares(run, tmp_path):
+    walk = ["seed-walk", "a small yellow square on a black background", "--seeds", "4,5", *SHAPES, "-o", "w.mp4", "--frames-dir", "f", "--json", "-q", "--overwrite"]
+    first = summary_of(run(*walk, "--frames", "8"))
+    assert first["resumed"] == 0
+    second = summary_of(run(*walk, "--frames", "24"))
+    # At least the keyframes and the first look along the segment (1/8, 2/8, ...) are shared.
+    assert second["resumed"] >= 2 + 7 and second["frames"] == 25
+    assert len(list((tmp_path / "f").glob("frame_*.png"))) == 25
+    # Back to fewer frames: the folder still holds exactly the video's frames.
+    third = summary_of(run(*walk, "--frames", "8"))
+    assert third["resumed"] == third["renders"]  # nothing new to render
+    assert len(list((tmp_path / "f").glob("frame_*.png"))) == 9
+
+
+def test_no_smooth_spaces_frames_evenly_in_t(run, tmp_path):
+    run("seed-walk", "a large red circle on a blue background", "--seeds", "1,2", *SHAPES, "--frames", "4", "--no-smooth", "-o", "u.mp4", "-q")
+    plan = json.loads((tmp_path / "u.mp4.json").read_text())["job"]["plan"]
+    assert [e[3] for e in plan] == [0.0, 0.25, 0.5, 0.75, 0.0]
+
+
+def test_the_manifest_of_a_re_rendered_image_renders_again(run, tmp_path):
+    """Issue 12's fix: a render of generate's third image wrote a manifest that did not render."""
+    run("generate", "a large red circle on a blue background", "--seeds", "1,2,3", *SHAPES, "--batch-size", "2", "-o", "out", "-q")
+    run("render", "out/a-large-red-circle-on-a-blue-background-3.png.json", "-o", "again.png", "-q")
+    run("render", "again.png.json", "-o", "third.png", "-q")
+    original = read_png(tmp_path / "out" / "a-large-red-circle-on-a-blue-background-3.png")
+    assert np.array_equal(read_png(tmp_path / "again.png"), original)
+    assert np.array_equal(read_png(tmp_path / "third.png"), original)
+    assert json.loads((tmp_path / "third.png.json").read_text())["index"] == 2
+
+
+def test_inspect_reads_a_smooth_walk_and_marks_its_keyframes(run, tmp_path):
+    (tmp_path / "story.txt").write_text(STORY)
+    summary = summary_of(run("prompt-walk", "story.txt", *SHAPES, "--frames", "8", "-o", "s.mp4", "--json", "-q"))
+    measured = json.loads(run("inspect", "s.mp4", "--json", "--plot", "p.png").stdout)
+    assert measured["frames"] == 9 and measured["keyframes"] == [0, 8]
+    # The video's figures are the render's, up to H.264's loss.
+    assert measured["mean"] == pytest.approx(summary["smoothness"]["mean"], rel=0.25)
+    assert (tmp_path / "p.png").stat().st_size > 1000
