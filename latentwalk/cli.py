@@ -463,8 +463,9 @@ def run_walk(job: Job, output: Path, options: Options, json_out: bool) -> None:
     n, seconds = job.frame_count, summary["seconds"]
     line = f"Wrote {str(output)!r}: {n} frames from {summary['renders']} renders, {summary['width']}x{summary['height']}, {seconds:.1f}s ({n / seconds:.2f} frames/s)"
     for jump in summary.get("discontinuities", []):
-        faded = f", crossfaded over {jump['crossfade_frames']} frames" if jump["crossfade_frames"] else ""
-        warn(f"the model jumps at frame {jump['frame']} ({jump['over_mean']}x the mean change; no placement splits it{faded})")
+        count = jump["crossfade_frames"]
+        faded = f", crossfaded over {count} frame{'s' if count > 1 else ''}" if count else ""
+        warn(f"the model jumps at frame {jump['frame']} ({jump['over_mean']}x its segment's mean change; no placement splits it{faded})")
     if "frames_dir" in summary:
         line += f"; frames in {summary['frames_dir']!r}"
     report(options.quiet, json_out, summary, line)
