@@ -252,37 +252,53 @@ def _picture(renderer: Renderer, f: Frame) -> np.ndarray:
     return blend(image, renderer.image(position(f.a, f.b, f.t2)), f.alpha)
 
 
-def _placed(renderer: Renderer, spec: RenderSpec) -> Iterator[tuple[Frame, np.ndarray]]:
-    """A smooth walk: each segment's frames placed where the picture changes evenly."""
-    from latentwalk.placement import SegmentPlacer, ease_profile
+# Segments placed side by side when a batch holds several renders: a round that leaves a
+# batch part empty (a jump being narrowed down renders one position a round) is topped up with
+# the rounds of the segments after it. Their frames still go out in order.
+WINDOW = 4
 
-    n_keys = len(spec.keyframes)
-    renderer.ensure([(k, k, 0.0) for k in range(n_keys)])
-    renderer.forget()
-    ease = EASINGS[spec.ease]
-    total = sum(spec.lengths) + (0 if spec.loop else 1)
-    index = 0
-    for a, n in enumerate(spec.lengths):
-        b = (a + 1) % n_keys
-        features: dict[float, np.ndarray] = {}
 
-        def measure(ts) -> None:
-            """Keep what placement compares, and let go of the pictures (back at the end)."""
-            for t in ts:
-                pos = position(a, b, t)
-                features[t] = motion_features(renderer.image(pos))
-                renderer.release([pos])
+class _Segment:
+    """One segment being placed: its placer, what it compares, what it waits for."""
 
-        measure([0.0, 1.0])
-        placer = SegmentPlacer(n, lambda t1, t2: feature_distance(features[t1], features[t2]),
-                               ease_profile(ease, n), crossfade=spec.crossfade)  # fmt: skip
-        while positions := placer.next_round():
-            renderer.ensure([position(a, b, t) for t in positions])
-            measure(positions)
+    def __init__(self, renderer: Renderer, spec: RenderSpec, a: int, n: int, start: int):
+        from latentwalk.placement import SegmentPlacer, ease_profile
+
+        self.renderer, self.a, self.n, self.start = renderer, a, n, start
+        self.b = (a + 1) % len(spec.keyframes)
+        self.features: dict[float, np.ndarray] = {}
+        self.waiting: set[Pos] = set()
+        self.settled = False
+        self.measure([0.0, 1.0])
+        distance = lambda t1, t2: feature_distance(self.features[t1], self.features[t2])  # noqa: E731
+        self.placer = SegmentPlacer(n, distance, ease_profile(EASINGS[spec.ease], n), crossfade=spec.crossfade)
+
+    def measure(self, ts) -> None:
+        """Keep what placement compares, and let go of the pictures (back when due)."""
+        for t in ts:
+            pos = position(self.a, self.b, t)
+            self.features[t] = motion_features(self.renderer.image(pos))
+            self.renderer.release([pos])
+
+    def ask(self) -> list[Pos]:
+        """The next round's positions, or [] once the segment is settled."""
+        positions = [position(self.a, self.b, t) for t in self.placer.next_round()]
+        self.waiting = set(positions)
+        self.settled = not positions
+        return positions
+
+    def rendered(self, chunk: list[Pos]) -> None:
+        mine = [p for p in chunk if p in self.waiting]
+        self.measure([p[2] for p in mine])
+        self.waiting -= set(mine)
+
+    def frames(self, spec: RenderSpec, total: int) -> list[Frame]:
+        """The chosen frames, with the discontinuities noted in spec.jumps."""
+        placer, a, n, index = self.placer, self.a, self.n, self.start
         picks = placer.choose()
-        frames = [Frame(index + k, a, b, p.t, p.t2, p.alpha) for k, p in enumerate(picks)]
-        looks = [features[p.t] if p.t2 is None else blend_features(features[p.t], features[p.t2], p.alpha) for p in picks]
-        changes = [feature_distance(x, y) for x, y in zip(looks, looks[1:] + [features[1.0]])]
+        frames = [Frame(index + k, a, self.b, p.t, p.t2, p.alpha) for k, p in enumerate(picks)]
+        looks = [self.features[p.t] if p.t2 is None else blend_features(self.features[p.t], self.features[p.t2], p.alpha) for p in picks]
+        changes = [feature_distance(x, y) for x, y in zip(looks, looks[1:] + [self.features[1.0]])]
         pace = sum(changes) / len(changes)
         for jump in placer.jumps():
             after = next((f.index for f in frames if f.t2 == jump.hi or f.t >= jump.hi), index + n)
@@ -291,19 +307,64 @@ def _placed(renderer: Renderer, spec: RenderSpec) -> Iterator[tuple[Frame, np.nd
                 "over_mean": round(jump.change / pace, 2) if pace > 0 else None,
                 "crossfade_frames": sum(1 for f in frames if f.t2 == jump.hi),
             })  # fmt: skip
-        needs = [[position(a, b, t) for t in (f.t, f.t2) if t is not None] for f in frames]
-        last_use = {p: i for i, need in enumerate(needs) for p in need}
-        for i, f in enumerate(frames):
-            yield f, _picture(renderer, f)
-            renderer.release(p for p in needs[i] if last_use[p] == i)
-        spec.frames += frames
-        index += n
-        renderer.forget()
+        return frames
+
+
+def _placed(renderer: Renderer, spec: RenderSpec) -> Iterator[tuple[Frame, np.ndarray]]:
+    """A smooth walk: each segment's frames placed where the picture changes evenly.
+
+    Segments in the window ask for rounds in order; their positions queue up and are rendered
+    a full batch at a time (a part batch only when every segment waits on the queue), so the
+    batches are a fixed function of the placements and the batch size: a resume makes the
+    same ones. A segment's frames go out once it and every segment before it are settled."""
+    n_keys = len(spec.keyframes)
+    renderer.ensure([(k, k, 0.0) for k in range(n_keys)])
+    renderer.forget()
+    total = sum(spec.lengths) + (0 if spec.loop else 1)
+    starts = [sum(spec.lengths[:a]) for a in range(len(spec.lengths))]
+    window = 1 if spec.batch_size == 1 else WINDOW
+    open_: dict[int, _Segment] = {}
+    opened = emitted = 0
+    queue: list[Pos] = []
+    while emitted < len(spec.lengths):
+        while opened < len(spec.lengths) and len(open_) < window:
+            open_[opened] = _Segment(renderer, spec, opened, spec.lengths[opened], starts[opened])
+            opened += 1
+        for a in sorted(open_):
+            segment = open_[a]
+            if not segment.waiting and not segment.settled:
+                queue += segment.ask()
+        if open_[emitted].settled:
+            segment = open_.pop(emitted)
+            yield from _emit(renderer, segment, segment.frames(spec, total), spec)
+            for t in segment.features:  # the renders no frame took, too
+                if t not in (0.0, 1.0):
+                    renderer.cache.pop(position(segment.a, segment.b, t), None)
+            emitted += 1
+            continue
+        chunk, queue = queue[: spec.batch_size], queue[spec.batch_size :]
+        assert chunk, "an unsettled segment always waits on a queued position"
+        renderer.render_batch(chunk)
+        for segment in open_.values():
+            segment.rendered(chunk)
     if not spec.loop:
         last = n_keys - 1
-        final = Frame(index, last, last, 0.0)
+        final = Frame(total - 1, last, last, 0.0)
         spec.frames.append(final)
         yield final, renderer.image((last, last, 0.0))
+
+
+def _emit(renderer: Renderer, segment: _Segment, frames: list[Frame], spec: RenderSpec) -> Iterator[tuple[Frame, np.ndarray]]:
+    """A settled segment's frames, each render let go of after its last frame."""
+    a, b = segment.a, segment.b
+    needs = [[position(a, b, t) for t in (f.t, f.t2) if t is not None] for f in frames]
+    last_use = {p: i for i, need in enumerate(needs) for p in need}
+    for i, f in enumerate(frames):
+        yield f, _picture(renderer, f)
+        for p in needs[i]:
+            if last_use[p] == i:
+                renderer.cache.pop(p, None)  # its last frame: no segment needs it again
+    spec.frames += frames
 
 
 def blend_features(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
