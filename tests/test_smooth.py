@@ -1,7 +1,6 @@
 """Smooth walks end to end on builtin:shapes (pictures that mean something), in process."""
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -135,3 +134,24 @@ def test_inspect_reads_a_smooth_walk_and_marks_its_keyframes(run, tmp_path):
     # The video's figures are the render's, up to H.264's loss.
     assert measured["mean"] == pytest.approx(summary["smoothness"]["mean"], rel=0.25)
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_a_teleport_is_reported_and_crossfaded_unless_told_not_to(run, tmp_path):
+    """Seeds 2 to 3 of this prompt: the circle jumps across the picture within 1/256 of the walk."""
+    walk = ["seed-walk", "a large red circle on a blue background", "--seeds", "2,3", *SHAPES, "--json", "-q"]
+    soft = summary_of(run(*walk, "-o", "soft.mp4"))
+    hard = summary_of(run(*walk, "--no-crossfade", "-o", "hard.mp4"))
+    for summary in (soft, hard):
+        assert summary["discontinuities"], summary
+        big = max(summary["discontinuities"], key=lambda j: j["change"])
+        assert big["change"] > 20 and big["over_mean"] > 5 and 0 < big["frame"] < 24
+    assert max(j["crossfade_frames"] for j in soft["discontinuities"]) >= 2
+    assert all(j["crossfade_frames"] == 0 for j in hard["discontinuities"])
+    # Crossfade frames are blends, recorded as such; the keyframes are not touched.
+    plan = json.loads((tmp_path / "soft.mp4.json").read_text())["job"]["plan"]
+    blends = [entry for entry in plan if len(entry) == 6]
+    assert 2 <= len(blends) <= 24 // 4 and all(0 < entry[5] < 1 for entry in blends)
+    assert plan[0][:4] == [0, 0, 1, 0.0] and plan[-1][:4] == [24, 1, 1, 0.0]
+    assert soft["smoothness"]["max_over_mean"] < hard["smoothness"]["max_over_mean"] / 2
+    manifest = json.loads((tmp_path / "hard.mp4.json").read_text())
+    assert manifest["discontinuities"] == hard["discontinuities"]
