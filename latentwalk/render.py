@@ -229,8 +229,7 @@ def _fixed(renderer: Renderer, spec: RenderSpec) -> Iterator[tuple[Frame, np.nda
         spec.frames = list(plan)
         return
     needs = [[position(f.a, f.b, t) for t in (f.t, f.t2) if t is not None] for f in plan]
-    renderer.ensure(sorted({p for need in needs for p in need if p[2] == 0.0}))
-    renderer.forget()
+    _keyframes(renderer, spec, sorted({p[0] for need in needs for p in need if p[2] == 0.0}))
     batches = renderer.batches([p for need in needs for p in need if p[2] != 0.0])
     batch_of = {p: chunk for chunk in batches for p in chunk}
     last_use = {p: i for i, need in enumerate(needs) for p in need}
@@ -243,6 +242,19 @@ def _fixed(renderer: Renderer, spec: RenderSpec) -> Iterator[tuple[Frame, np.nda
             if last_use[p] == i:
                 renderer.cache.pop(p, None)
     spec.frames = list(plan)
+
+
+def _keyframes(renderer: Renderer, spec: RenderSpec, keys) -> None:
+    """Render a walk's keyframes first, in the batches `generate` makes for them: one prompt
+    (and negative) at a time, its seeds together. A render's last bits can depend on the batch
+    size, so this is what keeps each keyframe generate's picture bit for bit."""
+    groups: dict[tuple[str, str], list[Pos]] = {}
+    for k in keys:
+        keyframe = spec.keyframes[k]
+        groups.setdefault((keyframe.prompt, keyframe.negative), []).append((k, k, 0.0))
+    for positions in groups.values():
+        renderer.ensure(positions)
+    renderer.forget()
 
 
 def _picture(renderer: Renderer, f: Frame) -> np.ndarray:
@@ -318,8 +330,7 @@ def _placed(renderer: Renderer, spec: RenderSpec) -> Iterator[tuple[Frame, np.nd
     batches are a fixed function of the placements and the batch size: a resume makes the
     same ones. A segment's frames go out once it and every segment before it are settled."""
     n_keys = len(spec.keyframes)
-    renderer.ensure([(k, k, 0.0) for k in range(n_keys)])
-    renderer.forget()
+    _keyframes(renderer, spec, range(n_keys))
     total = sum(spec.lengths) + (0 if spec.loop else 1)
     starts = [sum(spec.lengths[:a]) for a in range(len(spec.lengths))]
     window = 1 if spec.batch_size == 1 else WINDOW
