@@ -23,8 +23,8 @@ screen (a seed walk often holds still, then jumps), so a smooth segment is place
    frame intervals filled with pixel blends of the renders on either side of it.
 
 Decisions depend only on the distances measured, so a resumed render that replays the same
-rounds takes the same decisions, and rounds do not depend on the batch size. Positions are on a
-dyadic lattice (multiples of 2**-24), exact as floats and as file names, so a later run of the
+rounds takes the same decisions, and rounds do not depend on the batch size (up to the float
+rounding of the renders themselves). Positions are on a dyadic lattice (multiples of 2**-24), exact as floats and as file names, so a later run of the
 same walk with other frame counts finds the renders it shares with this one (at least the first
 look and the keyframes).
 

@@ -27,6 +27,7 @@ import torch
 
 from latentwalk.backend import Backend
 from latentwalk.interp import INTERPOLATIONS
+from latentwalk.placement import ROUND
 from latentwalk.schedule import EASINGS, Frame, Keyframe, Pos, batched, position
 
 
@@ -174,6 +175,15 @@ class Renderer:
         self.spec.renders = len(self.done)
         self.spec.on_render(len(positions))
 
+    def alias(self, pos: Pos, same: Pos) -> None:
+        """A keyframe identical to another one: its picture, not a render of its own."""
+        if pos in self.done:
+            return
+        image = self.image(same)
+        self.store.save(pos, image)
+        self.cache[pos] = image
+        self._made([pos])
+
     def image(self, pos: Pos) -> np.ndarray:
         if pos not in self.cache:
             image = self.store.load(pos)
@@ -237,6 +247,9 @@ def _fixed(renderer: Renderer, spec: RenderSpec) -> Iterator[tuple[Frame, np.nda
         for p in needs[i]:
             if p not in renderer.done and p in batch_of:
                 renderer.render_batch(batch_of[p])
+                for q in batch_of[p]:  # made with it but no frame's (a placement's extra render)
+                    if q not in last_use:
+                        renderer.cache.pop(q, None)
         yield f, _picture(renderer, f)
         for p in needs[i]:
             if last_use[p] == i:
@@ -249,11 +262,19 @@ def _keyframes(renderer: Renderer, spec: RenderSpec, keys) -> None:
     (and negative) at a time, its seeds together. A render's last bits can depend on the batch
     size, so this is what keeps each keyframe generate's picture bit for bit."""
     groups: dict[tuple[str, str], list[Pos]] = {}
+    first: dict[tuple[str, str, int], Pos] = {}
+    repeats: list[tuple[Pos, Pos]] = []
     for k in keys:
         keyframe = spec.keyframes[k]
+        same = first.setdefault((keyframe.prompt, keyframe.negative, keyframe.seed), (k, k, 0.0))
+        if same != (k, k, 0.0):
+            repeats.append(((k, k, 0.0), same))  # a walk that comes back: the same picture
+            continue
         groups.setdefault((keyframe.prompt, keyframe.negative), []).append((k, k, 0.0))
     for positions in groups.values():
         renderer.ensure(positions)
+    for pos, same in repeats:
+        renderer.alias(pos, same)
     renderer.forget()
 
 
@@ -267,7 +288,7 @@ def _picture(renderer: Renderer, f: Frame) -> np.ndarray:
 # Segments placed side by side when a batch holds several renders: a round that leaves a
 # batch part empty (a jump being narrowed down renders one position a round) is topped up with
 # the rounds of the segments after it. Their frames still go out in order.
-WINDOW = 4
+MOST_OPEN = 16
 
 
 class _Segment:
@@ -333,12 +354,15 @@ def _placed(renderer: Renderer, spec: RenderSpec) -> Iterator[tuple[Frame, np.nd
     _keyframes(renderer, spec, range(n_keys))
     total = sum(spec.lengths) + (0 if spec.loop else 1)
     starts = [sum(spec.lengths[:a]) for a in range(len(spec.lengths))]
-    window = 1 if spec.batch_size == 1 else WINDOW
+    # Unsettled segments side by side: four per batch's worth of rounds (measured: a 6-seed
+    # walk at batch 8 makes 21 calls with 4, 24 with 2); settled ones wait for those before
+    # them, features only, up to MOST_OPEN in all.
+    window = 1 if spec.batch_size == 1 else 4 * -(-spec.batch_size // ROUND)
     open_: dict[int, _Segment] = {}
     opened = emitted = 0
     queue: list[Pos] = []
     while emitted < len(spec.lengths):
-        while opened < len(spec.lengths) and len(open_) < window:
+        while opened < len(spec.lengths) and len(open_) < MOST_OPEN and sum(not s.settled for s in open_.values()) < window:
             open_[opened] = _Segment(renderer, spec, opened, spec.lengths[opened], starts[opened])
             opened += 1
         for a in sorted(open_):

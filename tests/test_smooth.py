@@ -155,3 +155,21 @@ def test_a_teleport_is_reported_and_crossfaded_unless_told_not_to(run, tmp_path)
     assert soft["smoothness"]["max_over_mean"] < hard["smoothness"]["max_over_mean"] / 2
     manifest = json.loads((tmp_path / "hard.mp4.json").read_text())
     assert manifest["discontinuities"] == hard["discontinuities"]
+
+
+def test_a_walk_that_comes_back_reuses_its_first_keyframe(run, tmp_path):
+    """A -> B -> A with one seed: the last keyframe is the first one's picture, not a new render
+    in a batch of two that no generate command makes."""
+    (tmp_path / "back.txt").write_text("a large red circle on a blue background\na small yellow square on a blue background\na large red circle on a blue background\n")
+    summary = summary_of(run("prompt-walk", "back.txt", *SHAPES, "--frames", "4", "--no-smooth", "-o", "b.mp4", "--frames-dir", "f", "--json", "-q"))
+    frames = frames_in(tmp_path / "f")
+    assert len(frames) == 9 and np.array_equal(frames[0], frames[8])
+    run("generate", "a large red circle on a blue background", *SHAPES, "-o", "a.png", "-q")
+    assert np.array_equal(frames[0], read_png(tmp_path / "a.png"))
+    chunks = json.loads((tmp_path / "b.mp4.json").read_text())["job"]["chunks"]
+    assert [0, 0, 0.0] in [p for c in chunks for p in c] and [2, 2, 0.0] not in [p for c in chunks for p in c]
+    assert summary["renders"] == 9
+    again = summary_of(run("render", "b.mp4.json", "-o", "again.mp4", "--frames-dir", "g", "--json", "-q"))
+    assert again["frames"] == 9
+    for x, y in zip(frames, frames_in(tmp_path / "g"), strict=True):
+        assert np.array_equal(x, y)
