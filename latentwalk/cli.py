@@ -7,8 +7,10 @@ are even imported), so a typo costs milliseconds, not a model load.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+from dataclasses import dataclass
 import time
 import warnings
 from contextlib import contextmanager
@@ -72,6 +74,11 @@ FramesDir = Annotated[Optional[Path], typer.Option("--frames-dir", help="Keep ev
 KeepFrames = Annotated[bool, typer.Option("--keep-frames", help="Keep the work directory after success: the renders (for a later run of the walk to reuse) and the video's frames (its path is printed).")]
 Smooth = Annotated[bool, typer.Option("--smooth/--no-smooth", help="Place frames where the picture changes evenly (up to 25% more renders than frames); --no-smooth spaces them evenly in the walk parameter.")]
 Crossfade = Annotated[bool, typer.Option("--crossfade/--no-crossfade", help="Spread a discontinuity of the model (a jump no placement splits) over a few blended frames.")]
+Audio = Annotated[Optional[Path], typer.Option("--audio", help="Music for the video (wav, flac, mp3, ogg, m4a, ...): muxed in, and the change on screen follows its beats. Needs latentwalk[audio].", show_default=False)]
+AudioStart = Annotated[Optional[float], typer.Option("--audio-start", help="Where the section of the audio starts, in seconds. [default: 0]", show_default=False)]
+AudioDuration = Annotated[Optional[float], typer.Option("--audio-duration", help="Length of the section in seconds; the video is as long unless --duration or --frames say otherwise. [default: to the end]", show_default=False)]
+AudioReact = Annotated[Optional[float], typer.Option("--audio-react", help="How much the music drives the motion: 0 even motion, 1 all change on the hits. [default: 0.8]", show_default=False)]
+OnBeats = Annotated[Optional[int], typer.Option("--on-beats", help="Put keyframe k on beat k x N of the section (the first beat is beat 0); the video ends on the last keyframe's beat.", show_default=False)]
 VideoOut = Annotated[Optional[Path], typer.Option("--output", "-o", help="Video file: .mp4 (H.264), .webm (VP9) or .gif. [default: from the prompt]", show_default=False)]
 
 
@@ -192,6 +199,11 @@ def seed_walk(
     ease: Ease = None,
     smooth: Smooth = True,
     crossfade: Crossfade = True,
+    audio: Audio = None,
+    audio_start: AudioStart = None,
+    audio_duration: AudioDuration = None,
+    audio_react: AudioReact = None,
+    on_beats: OnBeats = None,
     model: Model = None,
     revision: Revision = None,
     preset: Preset = None,
@@ -230,12 +242,15 @@ def seed_walk(
         check_prompt(prompt)
         check_interp(interp)
         check_length(frames, duration)
+        music = check_music(audio, audio_start, audio_duration, audio_react, on_beats, frames, duration)
         keyframes = [Keyframe(prompt, seed, settings.negative) for seed in parse_seeds(seeds)]
         check_walk(keyframes, loop, "seeds")
+        output = output or Path(f"{slug(prompt)}.mp4")
+        check_outputs(output, overwrite, frames_dir, music)
         engine = Engine(compile, channels_last, vae_slicing, vae_tiling)
-        job = walk_job("seed-walk", settings, engine, keyframes, loop, duration, interp, "lerp", smooth, crossfade)
+        job = walk_job("seed-walk", settings, engine, keyframes, loop, duration, frames, interp, "lerp", smooth, crossfade, music, quiet)
         options = Options(overwrite, quiet, keep_frames, frames_dir, allow_pickle)
-        run_walk(job, output or Path(f"{slug(prompt)}.mp4"), options, json_out)
+        run_walk(job, output, options, json_out)
 
 
 @app.command("prompt-walk")
@@ -251,6 +266,11 @@ def prompt_walk(
     ease: Ease = None,
     smooth: Smooth = True,
     crossfade: Crossfade = True,
+    audio: Audio = None,
+    audio_start: AudioStart = None,
+    audio_duration: AudioDuration = None,
+    audio_react: AudioReact = None,
+    on_beats: OnBeats = None,
     model: Model = None,
     revision: Revision = None,
     preset: Preset = None,
@@ -287,6 +307,10 @@ def prompt_walk(
       a castle at noon | negative=fog
       a castle at night
     latentwalk prompt-walk castle.txt -o castle.mp4
+
+    A line may give its time instead, at=SECONDS from the start of the video (with --audio,
+    from --audio-start): 'a castle at night | at=12.5'. Keyframes without one are spread evenly
+    between those with one.
     """
     with one_line_errors():
         settings = resolve_settings(
@@ -296,14 +320,17 @@ def prompt_walk(
         )  # fmt: skip
         check_interp(interp)
         check_length(frames, duration)
+        music = check_music(audio, audio_start, audio_duration, audio_react, on_beats, frames, duration)
         keyframes = read_prompts(prompts_file, parse_seed(seed, "--seed"), settings.negative)
         for k in keyframes:
             check_prompt(k.prompt)
         check_walk(keyframes, loop, "prompts")
+        output = output or prompts_file.with_suffix(".mp4")
+        check_outputs(output, overwrite, frames_dir, music)
         engine = Engine(compile, channels_last, vae_slicing, vae_tiling)
-        job = walk_job("prompt-walk", settings, engine, keyframes, loop, duration, "slerp", interp, smooth, crossfade)
+        job = walk_job("prompt-walk", settings, engine, keyframes, loop, duration, frames, "slerp", interp, smooth, crossfade, music, quiet)
         options = Options(overwrite, quiet, keep_frames, frames_dir, allow_pickle)
-        run_walk(job, output or prompts_file.with_suffix(".mp4"), options, json_out)
+        run_walk(job, output, options, json_out)
 
 
 @app.command()
@@ -311,6 +338,7 @@ def render(
     manifest_file: Annotated[Path, typer.Argument(metavar="MANIFEST", help="A manifest: the NAME.json beside a video or image latentwalk made.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write. [default: the manifest's name without .json]", show_default=False)] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="Render on another device than the manifest's (frames then differ slightly).", show_default=False)] = None,
+    audio: Annotated[Optional[Path], typer.Option("--audio", help="The manifest's audio file, if it is no longer where the manifest says (checked by its sha256).", show_default=False)] = None,
     allow_pickle: AllowPickle = False,
     frames_dir: FramesDir = None,
     keep_frames: KeepFrames = False,
@@ -336,6 +364,13 @@ def render(
         options = Options(overwrite, quiet, keep_frames, frames_dir, allow_pickle)
         index = data.get("index")
         if index is None:
+            if job.audio is not None:
+                from latentwalk.video import check_audio_format
+
+                check_audio_format(target)
+                job.audio["file"] = str(manifest.find_audio(job.audio, manifest_file, audio))
+            elif audio is not None:
+                raise BadInput("--audio: the manifest's video has no audio")
             run_walk(job, target, options, json_out)
             return
         if target.suffix.lower() != ".png":
@@ -355,14 +390,18 @@ def render(
 def inspect(
     videos: Annotated[list[Path], typer.Argument(metavar="VIDEO", help="Videos to measure: any file ffmpeg reads, ours or not.", show_default=False)],
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Draw the change per frame of every video into this .png (keyframes marked where our manifest is beside a video).", show_default=False)] = None,
+    audio: Annotated[Optional[Path], typer.Option("--audio", help="Compare the change per frame with this music's envelope: their correlation, and the envelope in the plot. Needs latentwalk[audio].", show_default=False)] = None,
+    audio_start: Annotated[Optional[float], typer.Option("--audio-start", help="Where the video starts in the audio, in seconds. [default: the manifest's, else 0]", show_default=False)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object per video.")] = False,
 ) -> None:
     """How evenly a video moves: the change between consecutive frames (mean absolute
     difference, 0-255), its mean, coefficient of variation, max/mean, ISTD, PDV and AID's 1-Gini.
+    With --audio, how closely the change follows the music (Pearson's r with its envelope).
 
     \b
     Example:
       latentwalk inspect castle.mp4 other-tool.mp4 --plot change.png
+      latentwalk inspect song-walk.mp4 --audio song.mp3 --plot sync.png
     """
     from latentwalk.inspect import check_plot_path, format_table, inspect_video
     from latentwalk.inspect import plot as draw
@@ -370,9 +409,18 @@ def inspect(
     with one_line_errors():
         if plot is not None:
             check_plot_path(plot)
+        if audio is not None:
+            from latentwalk.audio import check_audio_file, check_librosa
+
+            check_audio_file(audio)
+            check_librosa()
+            if audio_start is not None and not (math.isfinite(audio_start) and audio_start >= 0):
+                raise BadInput(f"--audio-start must be 0 or more seconds, got {audio_start}")
+        elif audio_start is not None:
+            raise BadInput("--audio-start needs --audio")
         results = []
         for video in videos:
-            results.append(inspect_video(video))
+            results.append(inspect_video(video, audio, audio_start))
             if json_out:
                 typer.echo(json.dumps(results[-1]))
         if plot is not None:
@@ -435,28 +483,108 @@ def clean(
 # ---- What the commands share ---------------------------------------------------------------------
 
 
+@dataclass
+class MusicOptions:
+    file: Path
+    start: float
+    duration: float | None
+    react: float
+    on_beats: int | None
+
+
+def check_music(audio: Path | None, start: float | None, duration: float | None, react: float | None,
+                on_beats: int | None, frames: int | None, total: float | None) -> MusicOptions | None:  # fmt: skip
+    """The music options, checked without decoding anything."""
+    from latentwalk.music import DEFAULT_REACT
+
+    given = {"--audio-start": start, "--audio-duration": duration, "--audio-react": react, "--on-beats": on_beats}
+    if audio is None:
+        for name, value in given.items():
+            if value is not None:
+                raise BadInput(f"{name} needs --audio")
+        return None
+    if start is not None and not (math.isfinite(start) and start >= 0):
+        raise BadInput(f"--audio-start must be 0 or more seconds, got {start}")
+    if duration is not None:
+        check_positive("--audio-duration", duration, limit=24 * 3600)
+    if react is not None and not 0 <= react <= 1:
+        raise BadInput(f"--audio-react must be from 0 to 1, got {react}")
+    if on_beats is not None:
+        check_positive("--on-beats", on_beats, limit=10_000)
+        if frames is not None or total is not None:
+            raise BadInput("--on-beats sets where the keyframes fall; give it or --frames/--duration, not both")
+    from latentwalk.audio import check_audio_file, check_librosa
+
+    check_audio_file(audio)
+    check_librosa()
+    return MusicOptions(audio, start or 0.0, duration, DEFAULT_REACT if react is None else react, on_beats)
+
+
+def check_outputs(output: Path, overwrite: bool, frames_dir: Path | None, music: MusicOptions | None) -> None:
+    """The video, its manifest and the frames folder, before anything is decoded or loaded."""
+    from latentwalk.manifest import sidecar
+    from latentwalk.video import check_audio_format, check_video_path, check_writable_file
+
+    check_video_path(output, overwrite)
+    if music is not None:
+        check_audio_format(output)
+    check_writable_file(sidecar(output), overwrite)
+    if frames_dir is not None:
+        check_frames_dir(frames_dir)
+
+
 def walk_job(command: str, settings: Settings, engine: Engine, keyframes: list[Keyframe], loop: bool, duration: float | None,
-             noise_interp: str, cond_interp: str, smooth: bool, crossfade: bool) -> Job:  # fmt: skip
-    """A walk: its segments' lengths, and the frames' positions unless they are placed while
-    rendering (smooth)."""
-    total = None
+             frames: int | None, noise_interp: str, cond_interp: str, smooth: bool, crossfade: bool,
+             music: MusicOptions | None = None, quiet: bool = True) -> Job:  # fmt: skip
+    """A walk: its segments' lengths (from --frames, --duration, keyframe times or the music),
+    and the frames' positions unless they are placed while rendering (smooth)."""
+    from latentwalk.music import frame_envelope, keyframe_lengths, motion_profile
+
+    end = None
     if duration is not None:
         check_positive("--duration", duration, limit=24 * 3600)
-        total = round(duration * settings.fps)
-        check_positive("--duration x --fps (frames)", total)
-    lengths = segment_lengths(keyframes, loop, frames=settings.frames, total=total)
-    plan = None if smooth else plan_walk(lengths, loop, settings.ease)
-    return Job(command, settings, engine, keyframes, plan, loop, noise_interp, cond_interp, lengths, smooth, crossfade and smooth)
+        check_positive("--duration x --fps (frames)", round(duration * settings.fps))
+        end = duration
+    analysis = None
+    if music is not None:
+        from latentwalk.audio import analyze
+
+        analysis = analyze(music.file, music.start, music.duration)
+        if end is None and frames is None and music.on_beats is None:
+            end = analysis.duration  # the video is as long as the section
+    timed = any(k.at is not None for k in keyframes) or (music is not None and music.on_beats is not None)
+    if timed:
+        lines = [k.line for k in keyframes]
+        pins = [k.at for k in keyframes]
+        beats = analysis.beats if analysis is not None else None
+        every = music.on_beats if music is not None else None
+        lengths = keyframe_lengths(len(keyframes), loop, settings.fps, pins, end, settings.frames, beats, every, lines)
+    else:
+        total = None if end is None else round(end * settings.fps)
+        lengths = segment_lengths(keyframes, loop, frames=settings.frames, total=total)
+    audio = None
+    if analysis is not None:
+        if not quiet:
+            tempo = f", {analysis.tempo:g} bpm" if analysis.tempo else ""
+            typer.echo(f"latentwalk: {music.file.name}: {analysis.duration:.2f} s from {music.start:g} s, "
+                       f"{len(analysis.onsets)} onsets, {len(analysis.beats)} beats{tempo}", err=True)  # fmt: skip
+        if not analysis.onsets:
+            warn(f"{music.file.name} has no onsets from {music.start:g} s (silence?): the motion is even")
+        envelope = frame_envelope(analysis.envelope, analysis.rate, settings.fps, sum(lengths))
+        audio = {
+            "file": str(music.file.resolve()), "name": music.file.name, "sha256": analysis.sha256,
+            "start": music.start, "duration": round(analysis.duration, 6), "react": music.react,
+            "on_beats": music.on_beats, "tempo": analysis.tempo, "envelope": envelope,
+        }  # fmt: skip
+    plan = None
+    if not smooth:
+        profile = motion_profile(audio["envelope"], lengths, audio["react"]) if audio is not None else None
+        plan = plan_walk(lengths, loop, settings.ease, profile)
+    return Job(command, settings, engine, keyframes, plan, loop, noise_interp, cond_interp, lengths, smooth, crossfade and smooth, audio=audio)
 
 
 def run_walk(job: Job, output: Path, options: Options, json_out: bool) -> None:
-    from latentwalk.manifest import sidecar
-    from latentwalk.video import check_video_path, check_writable_file
-
-    check_video_path(output, options.overwrite)
-    check_writable_file(sidecar(output), options.overwrite)
-    if options.frames_dir is not None:
-        check_frames_dir(options.frames_dir)
+    check_outputs(output, options.overwrite, options.frames_dir, None)
     summary = run_job(job, output, options)
     summary.update(output=str(output), fps=job.settings.fps, keyframes=len(job.keyframes), loop=job.loop,
                    frames_per_second=round(job.frame_count / summary["seconds"], 3))  # fmt: skip
@@ -478,7 +606,8 @@ def run_job(job: Job, output: Path | dict[int, Path], options: Options, only: se
     if isinstance(output, dict):
         sink = ImageSink(output)
         return run(job, sink, options, warn, lambda frame, resolved: image_text(job, frame, resolved), only)
-    sink = VideoSink(output, job.settings.fps, job.settings.crf)
+    audio = None if job.audio is None else (Path(job.audio["file"]), float(job.audio["start"]))
+    sink = VideoSink(output, job.settings.fps, job.settings.crf, audio)
     return run(job, sink, options, warn, lambda frame, resolved: frame_text(job, frame, resolved))
 
 

@@ -30,9 +30,12 @@ COLUMNS = [  # table header, summary key
 ]  # fmt: skip
 
 
-def inspect_video(path: Path) -> dict:
+def inspect_video(path: Path, audio: Path | None = None, audio_start: float | None = None) -> dict:
     """The smoothness statistics of a video, plus "video", "changes" (per consecutive pair, rounded
-    to 3 decimals) and "keyframes" (frame indices from the manifest beside it, or [])."""
+    to 3 decimals) and "keyframes" (frame indices from the manifest beside it, or []). With
+    `audio`, also "audio": its envelope per frame interval (music.py) and its correlation with
+    the changes; the section starts at `audio_start`, else where the video's manifest says,
+    else at 0."""
     path = Path(path)
     check_video_file(path)
     motion = Motion()
@@ -58,12 +61,40 @@ def inspect_video(path: Path) -> dict:
         raise BadInput(f"{str(path)!r} has no frames")
     if motion.frames == 1:  # a PNG or JPEG decodes as a one-frame video
         raise BadInput(f"{str(path)!r} has only 1 frame (a still image?); need 2 or more to measure motion")
-    return {
+    result = {
         "video": str(path),
         **motion.summary(),
         "changes": [round(c, 3) for c in motion.changes],
         "keyframes": manifest_keyframes(path, motion.frames),
     }
+    if audio is not None:
+        result["audio"] = audio_figures(path, audio, audio_start, float(meta.get("fps") or 0), motion.changes)
+    return result
+
+
+def audio_figures(video: Path, audio: Path, start: float | None, fps: float, changes: list[float]) -> dict:
+    """How the change per frame follows the music: the envelope the render would target, and
+    Pearson's r between the two (what a render's --json reports as audio.correlation)."""
+    from latentwalk.audio import analyze
+    from latentwalk.music import correlation, frame_envelope
+
+    if not fps > 0:
+        raise BadInput(f"{str(video)!r} does not say its frame rate; cannot line it up with the audio")
+    if start is None:
+        start = manifest_audio_start(video)
+    analysis = analyze(audio, start, None)
+    envelope = frame_envelope(analysis.envelope, analysis.rate, fps, len(changes))
+    return {"file": str(audio), "start": start, "fps": fps, "correlation": correlation(changes, envelope), "envelope": envelope}
+
+
+def manifest_audio_start(video: Path) -> float:
+    """The audio section's start from our manifest beside the video; 0 for anything else."""
+    try:
+        manifest = json.loads(video.with_name(video.name + ".json").read_text(encoding="utf-8"))
+        start = manifest["job"]["audio"]["start"] if manifest.get("format") == MANIFEST_FORMAT else 0.0
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        return 0.0
+    return float(start) if isinstance(start, (int, float)) and start >= 0 else 0.0
 
 
 def check_video_file(path: Path) -> None:
@@ -108,9 +139,14 @@ def manifest_keyframes(video: Path, frames: int) -> list[int]:
 
 
 def format_table(results: list[dict]) -> str:
-    """A plain-text table, one row per video."""
+    """A plain-text table, one row per video; with audio, its correlation with the change."""
     header = ["video"] + [title for title, _ in COLUMNS]
     rows = [[r["video"], str(r["frames"])] + [f"{r[key]:.4f}" for _, key in COLUMNS[1:]] for r in results]
+    if any("audio" in r for r in results):
+        header.append("audio r")
+        for row, r in zip(rows, results):
+            value = r.get("audio", {}).get("correlation")
+            row.append("-" if value is None else f"{value:.4f}")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -195,6 +231,12 @@ def draw_plot(results: list[dict]) -> Image.Image:
             dashed_vertical(draw, x_of(key), top, bottom, colour)
         # Change i is between frames i and i + 1, so it is drawn halfway between them.
         points = [(x_of(i + 0.5), y_of(c)) for i, c in enumerate(result["changes"])]
+        envelope = result.get("audio", {}).get("envelope")
+        if envelope and len(envelope) > 1:
+            # The music, scaled to the video's largest change, in a pale tint of its colour.
+            top = max(result["changes"], default=0) or 1.0
+            pale = tuple(round(c + (255 - c) * 0.6) for c in colour)
+            draw.line([(x_of(i + 0.5), y_of(e * top)) for i, e in enumerate(envelope)], fill=pale, width=1)
         if len(points) == 1:
             (x, y), r = points[0], 3
             draw.ellipse([x - r, y - r, x + r, y + r], fill=colour)
@@ -203,7 +245,10 @@ def draw_plot(results: list[dict]) -> Image.Image:
         # Legend entry: a short line of the colour, then the video's name.
         y = 10 + line_height * index + line_height / 2
         draw.line([(left, y), (left + 24, y)], fill=colour, width=3)
-        draw.text((left + 30, y - line_height / 2 + 2), result["video"], fill=TEXT)
+        name = result["video"]
+        if result.get("audio", {}).get("correlation") is not None:
+            name += f" (pale: the audio, r = {result['audio']['correlation']:.2f})"
+        draw.text((left + 30, y - line_height / 2 + 2), name, fill=TEXT)
     return image
 
 

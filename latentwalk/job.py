@@ -108,6 +108,10 @@ class Job:
     chunks: list[list[tuple[int, int, float]]] | None = None
     # The model's jumps the placement found (see placement.py), kept for re-renders' manifests.
     discontinuities: list[dict] | None = None
+    # The music (see music.py): file (absolute path), name, sha256, start and duration of the
+    # section, react, on_beats, and its envelope per frame interval, which with react sets how
+    # much each frame changes. Muxed into the video; it moves renders but changes no pixel.
+    audio: dict | None = None
 
     @property
     def frame_count(self) -> int:
@@ -152,6 +156,7 @@ class Job:
                 crossfade=bool(data.get("crossfade", False)),
                 chunks=chunks,
                 discontinuities=data.get("discontinuities"),
+                audio=data.get("audio"),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise BadInput(f"not a latentwalk job ({type(e).__name__}: {e})") from None
@@ -177,6 +182,8 @@ class Job:
             isinstance(self.discontinuities, list) and all(isinstance(d, dict) for d in self.discontinuities)
         ):
             raise BadInput("discontinuities must be a list of objects")
+        if self.audio is not None:
+            check_audio(self.audio, self.lengths)
         for chunk in self.chunks or []:
             for a, b, t in chunk:
                 if not (0 <= a < n and 0 <= b < n and 0.0 <= t <= 1.0):
@@ -190,6 +197,19 @@ class Job:
             raise BadInput("a setting or keyframe has the wrong type")  # fmt: skip
         check_positive("steps", self.settings.steps, limit=1000)
         check_positive("batch_size", self.settings.batch_size, limit=1024)
+
+
+def check_audio(audio, lengths: list[int] | None) -> None:
+    a = audio
+    ok = (
+        isinstance(a, dict) and isinstance(a.get("file"), str) and isinstance(a.get("sha256"), str)
+        and all(isinstance(a.get(k), (int, float)) and not isinstance(a.get(k), bool) for k in ("start", "duration", "react"))
+        and a["start"] >= 0 and a["duration"] > 0 and 0 <= a["react"] <= 1
+        and isinstance(a.get("envelope"), list) and all(isinstance(v, (int, float)) and v >= 0 for v in a["envelope"])
+        and (lengths is None or len(a["envelope"]) == sum(lengths))
+    )  # fmt: skip
+    if not ok:
+        raise BadInput("the audio section must have file, sha256, start, duration, react (0 to 1) and one envelope value per frame interval")
 
 
 def _frame(index, a, b, t, t2=None, alpha=0.0) -> Frame:
@@ -212,7 +232,7 @@ class Options:
 # walk with other frame counts reuses them; device and dtype are in the identity, resolved
 # ("auto" is not a device); batch size is what a resumed run takes from the interrupted one.
 _NOT_PIXELS = ("fps", "crf", "frames", "ease", "batch_size", "device", "dtype")
-_NOT_RENDERS = ("plan", "lengths", "smooth", "crossfade", "chunks", "loop", "discontinuities")
+_NOT_RENDERS = ("plan", "lengths", "smooth", "crossfade", "chunks", "loop", "discontinuities", "audio")
 
 
 def job_key(job: Job, identity: dict[str, Any]) -> str:
@@ -220,6 +240,6 @@ def job_key(job: Job, identity: dict[str, Any]) -> str:
     not pin down: the resolved device and dtype, the model's files and the library versions."""
     data = {k: v for k, v in job.to_dict().items() if k not in _NOT_RENDERS}
     data["settings"] = {k: v for k, v in data["settings"].items() if k not in _NOT_PIXELS}
-    data["keyframes"] = [{k: v for k, v in kf.items() if k != "frames"} for kf in data["keyframes"]]
+    data["keyframes"] = [{k: v for k, v in kf.items() if k not in ("frames", "at")} for kf in data["keyframes"]]
     text = json.dumps({"job": data, "identity": identity}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:20]

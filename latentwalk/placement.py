@@ -329,13 +329,16 @@ class SegmentPlacer:
 
     def jumps(self) -> list[Jump]:
         """The discontinuities found: gaps that were given up on (or are too narrow to split)
-        and carry more than JUMP_RATIO times what a frame of the rest of the segment carries."""
+        and carry more than JUMP_RATIO times what a frame of the rest of the segment carries
+        (its largest frame, where the profile is not even)."""
         gaps = self.gaps()
         changes = {g: self.distance(*g) for g in gaps}
         per_frame = sum(changes.values()) / self.n
         suspects = [g for g in gaps if g in self.flagged or (g[1] - g[0] <= self.jump_width and changes[g] > JUMP_RATIO * per_frame)]
         rest = sum(d for g, d in changes.items() if g not in suspects)
-        per_frame = rest / max(1, self.n - len(suspects))
+        # What the largest frame may carry: with a music profile, a hit frame is meant to change
+        # a lot, and the choice puts a jump there, where it is no discontinuity to the eye.
+        per_frame = rest / max(1, self.n - len(suspects)) * max(self.profile) * self.n
         return [
             Jump(g[0], g[1], changes[g], changes[g] / per_frame if per_frame > 0 else math.inf)
             for g in suspects

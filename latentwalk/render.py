@@ -50,6 +50,8 @@ class RenderSpec:
     lengths: list[int] | None = None  # frames per segment, for a walk placed while rendering
     loop: bool = False
     ease: str = "linear"
+    # Each frame interval's share of its segment's change (music.py), instead of even shares.
+    profile: list[float] | None = None
     crossfade: bool = False
     # Renders in the batches an earlier run made them in (a manifest's), to make them again exactly.
     chunks: list[list[Pos]] | None = None
@@ -304,7 +306,10 @@ class _Segment:
         self.settled = False
         self.measure([0.0, 1.0])
         distance = lambda t1, t2: feature_distance(self.features[t1], self.features[t2])  # noqa: E731
-        self.placer = SegmentPlacer(n, distance, ease_profile(EASINGS[spec.ease], n), crossfade=spec.crossfade)
+        profile = ease_profile(EASINGS[spec.ease], n)
+        if spec.profile is not None:  # the music's shares, shaped by the easing as well
+            profile = [w * m for w, m in zip(profile, spec.profile[start : start + n])]
+        self.placer = SegmentPlacer(n, distance, profile, crossfade=spec.crossfade)
 
     def measure(self, ts) -> None:
         """Keep what placement compares, and let go of the pictures (back when due)."""

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from latentwalk import manifest, shapes
+from latentwalk import manifest, music, shapes
 from latentwalk.errors import BadInput, Interrupted, LatentwalkError, OutOfMemory, is_out_of_memory, signals_raise
 from latentwalk.job import Job, Options, job_key
 from latentwalk.schedule import Frame
@@ -31,8 +31,8 @@ Texts = Callable[[Frame, dict], dict[str, str]]
 class VideoSink:
     """The video and its manifest."""
 
-    def __init__(self, path: Path, fps: float, crf: int | None):
-        self.path, self.fps, self.crf = Path(path), fps, crf
+    def __init__(self, path: Path, fps: float, crf: int | None, audio: tuple[Path, float] | None = None):
+        self.path, self.fps, self.crf, self.audio = Path(path), fps, crf, audio
         self.paths = [self.path]
         self._video = None
 
@@ -40,7 +40,7 @@ class VideoSink:
         from latentwalk.video import VideoWriter
 
         self.overwrite, self.describe = overwrite, describe
-        self._video = VideoWriter(self.path, width, height, self.fps, self.crf, overwrite)
+        self._video = VideoWriter(self.path, width, height, self.fps, self.crf, overwrite, self.audio)
 
     def write(self, frame: Frame, image: np.ndarray, text: dict[str, str]) -> None:
         self._video.write(image)
@@ -164,9 +164,12 @@ def _render(job, sink, options, store: FrameStore, timings, warn, texts, device,
         return manifest.build(job, resolved, path, timings, index, facts)
 
     placed = job.plan is None
+    profile = None
+    if placed and job.audio is not None:
+        profile = music.motion_profile(job.audio["envelope"], job.lengths, job.audio["react"])
     spec = RenderSpec(job.keyframes, job.plan, width, height, settings.steps, settings.guidance, batch,
                       job.noise_interp, job.cond_interp, timings, lengths=job.lengths, loop=job.loop,
-                      ease=settings.ease, crossfade=job.crossfade, chunks=job.chunks, only=only)  # fmt: skip
+                      ease=settings.ease, profile=profile, crossfade=job.crossfade, chunks=job.chunks, only=only)  # fmt: skip
     if job.chunks is not None:
         most = sum(len(c) for c in job.chunks)
     elif placed:
@@ -213,10 +216,15 @@ def _render(job, sink, options, store: FrameStore, timings, warn, texts, device,
 def _facts(job: Job, spec, motion) -> dict:
     """Placement and smoothness of a walk, for its summary and manifest."""
     keyframe_frames = [f.index for f in spec.frames if f.t == 0.0 and f.t2 is None]
-    return {
+    facts = {
         "smooth": job.smooth, "renders": spec.renders, "keyframe_frames": keyframe_frames,
         "smoothness": motion.summary(), "discontinuities": job.discontinuities or [],
     }  # fmt: skip
+    if job.audio is not None:
+        # How closely the change on screen follows the music: what `inspect --audio` reports.
+        audio = {k: job.audio.get(k) for k in ("name", "sha256", "start", "duration", "react", "on_beats", "tempo")}
+        facts["audio"] = {**audio, "correlation": music.correlation(motion.changes, job.audio["envelope"])}
+    return facts
 
 
 def load_backend(job: Job, device, dtype, options: Options, timings: dict, warn, resumed_batch: int | None):

@@ -25,6 +25,7 @@ class Keyframe:
     seed: int
     negative: str = ""
     frames: int | None = None  # length of the segment that starts here; None: the walk's default
+    at: float | None = None  # seconds from the video's start where this keyframe shows (music.py)
     line: int | None = None  # line number in the prompts file, for error messages
 
 
@@ -124,15 +125,22 @@ def segment_lengths(
     return lengths
 
 
-def plan_walk(lengths: list[int], loop: bool, easing: str = "linear") -> list[Frame]:
-    """Every frame of a walk over len(lengths) segments (len(lengths)+1 keyframes unless loop)."""
+def plan_walk(lengths: list[int], loop: bool, easing: str = "linear", profile: list[float] | None = None) -> list[Frame]:
+    """Every frame of a walk over len(lengths) segments (len(lengths)+1 keyframes unless loop).
+    With a profile (each frame interval's share of its segment, music.py), t advances by those
+    shares instead of evenly."""
     ease = EASINGS[easing]
     n_keyframes = len(lengths) if loop else len(lengths) + 1
     plan: list[Frame] = []
     for a, n in enumerate(lengths):
         b = (a + 1) % n_keyframes
+        if profile is None:
+            shares = [j / n for j in range(n)]
+        else:
+            part = profile[len(plan) : len(plan) + n]
+            shares = [sum(part[:j]) / sum(part) for j in range(n)]
         for j in range(n):
-            plan.append(Frame(len(plan), a, b, ease(j / n)))
+            plan.append(Frame(len(plan), a, b, ease(shares[j])))
     if not loop:
         last = n_keyframes - 1
         plan.append(Frame(len(plan), last, last, 0.0))
@@ -210,8 +218,9 @@ def check_positive(name: str, value, limit: float = MAX_FRAMES) -> None:
         raise BadInput(f"{name} must be greater than 0 and at most {limit:g}, got {value}")
 
 
-# Options a prompts-file line may carry after its prompt: `a castle at dawn | seed=7 | frames=60`.
-LINE_OPTIONS = ("seed", "frames", "negative")
+# Options a prompts-file line may carry after its prompt: `a castle at dawn | seed=7 | frames=60`,
+# or with a time instead of a length: `a castle at night | at=12.5` (seconds into the video).
+LINE_OPTIONS = ("seed", "frames", "negative", "at")
 
 
 def parse_prompts(text: str, default_seed: int, default_negative: str = "", source: str = "prompts") -> list[Keyframe]:
@@ -239,6 +248,14 @@ def parse_prompts(text: str, default_seed: int, default_negative: str = "", sour
             seen.add(key)
             if key == "seed":
                 keyframe = replace(keyframe, seed=parse_seed(value, f"{where}: seed"))
+            elif key == "at":
+                try:
+                    at = float(value)
+                except ValueError:
+                    at = -1.0
+                if not (math.isfinite(at) and 0 <= at <= 24 * 3600):
+                    raise BadInput(f"{where}: at= must be a time in seconds from 0 to 86400, got {value!r}")
+                keyframe = replace(keyframe, at=at)
             elif key == "frames":
                 if not re.fullmatch(r"\d+", value) or not 0 < int(value) <= MAX_FRAMES:
                     raise BadInput(f"{where}: frames must be a whole number from 1 to {MAX_FRAMES}, got {value!r}")
@@ -248,6 +265,13 @@ def parse_prompts(text: str, default_seed: int, default_negative: str = "", sour
         keyframes.append(keyframe)
     if not keyframes:
         raise BadInput(f"{source}: no prompts in the file (blank lines and # comments are skipped)")
+    timed = [k for k in keyframes if k.at is not None]
+    sized = [k for k in keyframes if k.frames is not None]
+    if timed and sized:
+        raise BadInput(
+            f"{source}:{sized[0].line}: frames= and at= (line {timed[0].line}) both place keyframes; "
+            "give times with at= or lengths with frames=, not both"
+        )
     return keyframes
 
 

@@ -21,10 +21,11 @@ from PIL import Image, PngImagePlugin
 from latentwalk.errors import BadInput, LatentwalkError
 
 # Container and codec by extension. CRF: lower is better quality; None keeps the default.
+# audio: the sound's codec, or None where the format has no sound.
 FORMATS = {
-    ".mp4": dict(muxer="mp4", default_crf=18),
-    ".webm": dict(muxer="webm", default_crf=32),
-    ".gif": dict(muxer="gif", default_crf=None),
+    ".mp4": dict(muxer="mp4", default_crf=18, audio=["-c:a", "aac", "-b:a", "192k"]),
+    ".webm": dict(muxer="webm", default_crf=32, audio=["-c:a", "libopus", "-b:a", "160k"]),
+    ".gif": dict(muxer="gif", default_crf=None, audio=None),
 }
 
 
@@ -71,25 +72,36 @@ def codec_args(suffix: str, crf: int | None) -> list[str]:
     return ["-filter_complex", "split[a][b];[a]palettegen[p];[b][p]paletteuse", "-loop", "0"]
 
 
+def check_audio_format(path: Path) -> None:
+    if FORMATS.get(path.suffix.lower(), {}).get("audio", True) is None:
+        raise BadInput(f"output {str(path)!r}: a {path.suffix.lower()} has no sound; write .mp4 or .webm to keep the --audio")
+
+
 class VideoWriter:
     """Stream RGB frames into ffmpeg. Use as a context manager: an exception aborts the file.
 
     ffmpeg writes `.NAME.partial` beside the output. The caller holds the output's lock, so a
-    leftover of that name is a crashed run's and is replaced."""
+    leftover of that name is a crashed run's and is replaced. With `audio` (file, start of the
+    section in seconds), the frames go to `.NAME.video.partial` first and the sound is muxed in
+    when the video is complete, cut to the video's exact length (see `mux_audio`)."""
 
-    def __init__(self, path: Path, width: int, height: int, fps: float, crf: int | None = None, overwrite: bool = False):
+    def __init__(self, path: Path, width: int, height: int, fps: float, crf: int | None = None, overwrite: bool = False,
+                 audio: tuple[Path, float] | None = None):  # fmt: skip
         self.path = Path(path)
-        self.width, self.height = width, height
+        self.width, self.height, self.fps = width, height, fps
         self.overwrite = overwrite
+        self.audio = audio
         self.frames = 0
         self.tmp = partial_path(self.path)
-        self.tmp.unlink(missing_ok=True)
+        self.stream = self.tmp if audio is None else video_partial_path(self.path)
+        for leftover in {self.tmp, self.stream}:
+            leftover.unlink(missing_ok=True)
         self._log = tempfile.TemporaryFile()
         command = [
             imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps:g}", "-i", "-",
             *codec_args(self.path.suffix, crf),
-            "-f", FORMATS[self.path.suffix.lower()]["muxer"], str(self.tmp),
+            "-f", FORMATS[self.path.suffix.lower()]["muxer"], str(self.stream),
         ]  # fmt: skip
         # Its own session: a Ctrl-C at the terminal goes to us, and we stop ffmpeg in order.
         self._proc = subprocess.Popen(
@@ -118,6 +130,13 @@ class VideoWriter:
             self.abort()
             raise LatentwalkError(f"ffmpeg failed writing {str(self.path)!r}: {said}")
         self._log.close()
+        if self.audio is not None:
+            try:
+                mux_audio(self.stream, self.tmp, *self.audio, self.frames / self.fps, self.path.suffix)
+            except BaseException:
+                self.abort()
+                raise
+            self.stream.unlink(missing_ok=True)
         try:
             publish(self.tmp, self.path, self.overwrite)
         except FileExistsError:
@@ -136,6 +155,7 @@ class VideoWriter:
             except OSError:
                 pass
         self.tmp.unlink(missing_ok=True)
+        self.stream.unlink(missing_ok=True)
         self._log.close()
 
     def _ffmpeg_said(self) -> str:
@@ -163,6 +183,34 @@ class VideoWriter:
 
 def partial_path(output: Path) -> Path:
     return output.with_name(f".{output.name}.partial")
+
+
+def video_partial_path(output: Path) -> Path:
+    """The frames, before the sound is muxed in."""
+    return output.with_name(f".{output.name}.video.partial")
+
+
+def mux_audio(video: Path, out: Path, audio: Path, start: float, seconds: float, suffix: str) -> None:
+    """Copy the video stream and add the audio section [start, start + seconds), encoded for the
+    container (AAC in .mp4, Opus in .webm). The sound is cut at the video's length and padded
+    with silence if the file ends sooner, so both end together. No shift: ffmpeg records the
+    encoder's priming delay (an MP4 edit list, WebM's CodecDelay) and players skip it, and the
+    section is cut as audio.py decodes it for the analysis."""
+    from latentwalk.audio import section_args
+
+    command = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+        "-i", str(video), *section_args(start, seconds), "-i", os.path.abspath(audio),
+        "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *FORMATS[suffix.lower()]["audio"],
+        "-af", f"apad=whole_dur={seconds:.6f}", "-t", f"{seconds:.6f}",
+        *(["-movflags", "+faststart"] if suffix.lower() == ".mp4" else []),
+        "-f", FORMATS[suffix.lower()]["muxer"], str(out),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, start_new_session=True)
+    if result.returncode != 0:
+        out.unlink(missing_ok=True)
+        lines = result.stderr.decode(errors="replace").strip().splitlines()
+        raise LatentwalkError(f"ffmpeg failed muxing the audio {str(audio)!r}: {lines[-1] if lines else f'exit {result.returncode}'}")
 
 
 def unique_name(path: Path) -> Path:

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from latentwalk.errors import BadInput, Busy, LatentwalkError
-from latentwalk.video import FILE_MODE, partial_path
+from latentwalk.video import FILE_MODE, partial_path, video_partial_path
 
 JOB_FILE = "job.json"
 LOCK_FILE = "lock"
@@ -124,7 +124,7 @@ def remove_leftovers(output: Path) -> list[Path]:
     if not output.parent.is_dir() or is_locked(lock):
         return []
     removed = []
-    for leftover in (partial_path(output), lock):
+    for leftover in (partial_path(output), video_partial_path(output), lock):
         if leftover.exists():
             leftover.unlink(missing_ok=True)
             removed.append(leftover)
