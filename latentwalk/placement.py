@@ -41,8 +41,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-# Renders beyond the frames: the default costs at most 25% more renders than frames.
+# Renders beyond the frames: the default costs at most 25% more renders than frames. A music
+# profile (music.py) asks for large changes on the hits and nearly none between, which needs
+# renders placed closely in the quiet passages: up to 50% more (scripts/bench_music.py).
 EXTRA_RENDERS = 0.25
+EXTRA_MUSIC = 0.5
 # New positions one round asks for (after a first look at 7): a full batch on most GPUs, and
 # few enough that each round is aimed by the last one's measurements.
 ROUND = 8

@@ -27,7 +27,7 @@ import torch
 
 from latentwalk.backend import Backend
 from latentwalk.interp import INTERPOLATIONS
-from latentwalk.placement import ROUND
+from latentwalk.placement import EXTRA_RENDERS, ROUND
 from latentwalk.schedule import EASINGS, Frame, Keyframe, Pos, batched, position
 
 
@@ -50,8 +50,10 @@ class RenderSpec:
     lengths: list[int] | None = None  # frames per segment, for a walk placed while rendering
     loop: bool = False
     ease: str = "linear"
-    # Each frame interval's share of its segment's change (music.py), instead of even shares.
+    # Each frame interval's share of its segment's change (music.py), instead of even shares,
+    # and the renders beyond the frames a segment may make (placement.py).
     profile: list[float] | None = None
+    extra: float = EXTRA_RENDERS
     crossfade: bool = False
     # Renders in the batches an earlier run made them in (a manifest's), to make them again exactly.
     chunks: list[list[Pos]] | None = None
@@ -309,7 +311,7 @@ class _Segment:
         profile = ease_profile(EASINGS[spec.ease], n)
         if spec.profile is not None:  # the music's shares, shaped by the easing as well
             profile = [w * m for w, m in zip(profile, spec.profile[start : start + n])]
-        self.placer = SegmentPlacer(n, distance, profile, crossfade=spec.crossfade)
+        self.placer = SegmentPlacer(n, distance, profile, extra=spec.extra, crossfade=spec.crossfade)
 
     def measure(self, ts) -> None:
         """Keep what placement compares, and let go of the pictures (back when due)."""

@@ -143,7 +143,7 @@ def run(job: Job, sink, options: Options, warn: Callable[[str], None], texts: Te
 
 
 def _render(job, sink, options, store: FrameStore, timings, warn, texts, device, dtype, only) -> dict:
-    from latentwalk.placement import render_budget
+    from latentwalk.placement import EXTRA_MUSIC, EXTRA_RENDERS, render_budget
     from latentwalk.progress import Progress, pick_mode
     from latentwalk.render import RenderSpec, render_frames, write_frames
     from latentwalk.smoothness import Motion
@@ -164,16 +164,17 @@ def _render(job, sink, options, store: FrameStore, timings, warn, texts, device,
         return manifest.build(job, resolved, path, timings, index, facts)
 
     placed = job.plan is None
-    profile = None
+    profile, extra = None, EXTRA_RENDERS
     if placed and job.audio is not None:
         profile = music.motion_profile(job.audio["envelope"], job.lengths, job.audio["react"])
+        extra = EXTRA_MUSIC if job.audio["react"] > 0 else EXTRA_RENDERS
     spec = RenderSpec(job.keyframes, job.plan, width, height, settings.steps, settings.guidance, batch,
                       job.noise_interp, job.cond_interp, timings, lengths=job.lengths, loop=job.loop,
-                      ease=settings.ease, profile=profile, crossfade=job.crossfade, chunks=job.chunks, only=only)  # fmt: skip
+                      ease=settings.ease, profile=profile, extra=extra, crossfade=job.crossfade, chunks=job.chunks, only=only)  # fmt: skip
     if job.chunks is not None:
         most = sum(len(c) for c in job.chunks)
     elif placed:
-        most = len(job.keyframes) + sum(render_budget(n) for n in job.lengths)
+        most = len(job.keyframes) + sum(render_budget(n, extra) for n in job.lengths)
     else:
         most = job.frame_count
     motion = Motion()

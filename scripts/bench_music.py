@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=12.0)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated, of: " + ", ".join(MODES))
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_music_"))
     out.mkdir(parents=True, exist_ok=True)
@@ -89,6 +90,8 @@ def main() -> None:
     rows = []
     for walk, command in WALKS.items():
         for mode, flags in MODES.items():
+            if mode not in args.modes.split(","):
+                continue
             video = f"{len(rows)}.mp4"
             result = CliRunner().invoke(app, [*command, "--preset", "shapes", "--fps", f"{args.fps:g}", "--audio", "clicks.wav",
                                               *flags, "-o", video, "--overwrite", "--json", "-q"])  # fmt: skip
@@ -110,6 +113,8 @@ def main() -> None:
     print()
     for mode in MODES:
         mine = [r for r in rows if r["mode"] == mode]
+        if not mine:
+            continue
         hits = sum(r["hits"] for r in mine) / sum(r["clicks"] for r in mine)
         print(f"{mode}: hit rate {hits:.0%}, mean r {np.mean([r['r'] for r in mine]):.2f}, mean hit/mean {np.mean([r['hit_over_mean'] for r in mine]):.1f}")
 

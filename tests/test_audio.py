@@ -95,6 +95,18 @@ def test_the_sound_is_muxed_in_sync_and_as_long_as_the_video(run, tmp_path, clic
     manifest = json.loads((tmp_path / f"w{suffix}.json").read_text())
     audio = manifest["job"]["audio"]
     assert audio["sha256"] == summary["audio"]["sha256"] and audio["start"] == 0.25 and len(audio["envelope"]) == 32
+    # inspect --audio lines the video up with the music where the manifest says (0.25 s in),
+    # and finds the envelope the render followed (re-measured from the file).
+    found = json.loads(run("inspect", f"w{suffix}", "--audio", clicks, "--json", "--plot", "sync.png").stdout)
+    assert found["audio"]["start"] == 0.25 and found["audio"]["fps"] == FPS
+    assert found["audio"]["envelope"] == audio["envelope"]
+    # The render measures its own frames, inspect the decoded ones: close at .mp4's quality
+    # (VP9 at its default quality moves builtin:tiny's noise too much to compare).
+    if suffix == ".mp4":
+        assert abs(found["audio"]["correlation"] - summary["audio"]["correlation"]) < 0.1
+    assert (tmp_path / "sync.png").stat().st_size > 0
+    table = run("inspect", f"w{suffix}", "--audio", clicks, "--audio-start", "0").stdout
+    assert table.splitlines()[0].endswith("audio r") and len(table.splitlines()) == 2
 
 
 def test_a_manifest_renders_again_with_its_sound_and_finds_it_by_sha256(run, tmp_path, clicks):
@@ -167,6 +179,7 @@ def test_bad_audio_input_is_one_line_and_writes_nothing(run, tmp_path, clicks, m
         (["--audio", clicks, "--on-beats", "50"], "--on-beats 50 puts the last keyframe on beat 50, but the audio section has"),
         (["--on-beats", "2"], "--on-beats needs --audio"),
         (["--audio-start", "2"], "--audio-start needs --audio"),
+        (["--audio-react", "0.5"], "--audio-react needs --audio"),
         (["--audio", clicks, "-o", "w.gif"], "output 'w.gif': a .gif has no sound; write .mp4 or .webm to keep the --audio"),
         (["--audio", "empty.wav"], "'empty.wav' has no audio (0 samples)"),
         (["--audio", tmp_path], f"audio file {str(tmp_path)!r} is a directory"),
@@ -175,6 +188,13 @@ def test_bad_audio_input_is_one_line_and_writes_nothing(run, tmp_path, clicks, m
         result = run(*WALK, *flags, code=2)
         assert result.output.startswith(f"Error: {message}") and result.output.count("\n") == 1, (flags, result.output)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clicks.wav", "empty.wav", "notes.txt"]
+
+
+def test_inspect_audio_bad_input(run, tmp_path, clicks):
+    run(*WALK, "-o", "w.mp4", "-q")
+    bad(run, "inspect", "w.mp4", "--audio-start", "1", message="--audio-start needs --audio")
+    bad(run, "inspect", "w.mp4", "--audio", "nope.wav", message="audio file 'nope.wav' does not exist")
+    bad(run, "inspect", "w.mp4", "--audio", clicks, "--audio-start", "9", message=f"--audio-start 9 is past the end of {str(clicks)!r} (3.00 s long)")
 
 
 def test_without_librosa_audio_says_what_to_install(run, clicks, monkeypatch):

@@ -268,3 +268,26 @@ def test_generate_resumes_past_the_images_it_already_wrote(tmp_path):
         name = f"a-castle-{seed}.png"
         assert np.array_equal(read_png(tmp_path / "out" / name), read_png(tmp_path / "ref" / name))
         assert (tmp_path / "out" / f"{name}.json").exists()
+
+
+def test_an_audio_walk_killed_mid_render_resumes_to_identical_frames_and_sound(tmp_path):
+    """The music decides where renders go; a resumed run hears the same and decides the same."""
+    from latentwalk.audio import click_track, write_wav
+
+    write_wav(tmp_path / "clicks.wav", click_track([0.3, 0.7, 1.45, 1.8], 2.5))
+    args = [*WALK[:3], "1,2", *WALK[6:], "--audio", "clicks.wav", "--audio-start", "0.5", "--fps", "8"]
+    run_cli(*args, "-o", "ref.mp4", "--frames-dir", "ref", "-q", cwd=tmp_path)
+    reference = pixels(tmp_path / "ref")
+    assert len(reference) == 16
+    cache = tmp_path / "cache"
+    proc = start([*args, "-o", "walk.mp4"], tmp_path, cache)
+    wait_for(lambda: len(work_frames(cache)) >= 7, proc)
+    proc.kill(), proc.communicate()
+    assert not (tmp_path / "walk.mp4").exists()
+    result, summary = finish([*args, "-o", "walk.mp4"], tmp_path, cache)
+    assert summary["resumed"] >= 6
+    resumed = pixels(Path(summary["frames_dir"]))
+    assert len(resumed) == 16 and all(np.array_equal(a, b) for a, b in zip(resumed, reference))
+    assert np.array_equal(read_video(tmp_path / "walk.mp4")[0], read_video(tmp_path / "ref.mp4")[0])
+    ref_json, json_ = (json.loads((tmp_path / f"{n}.mp4.json").read_text())["job"] for n in ("ref", "walk"))
+    assert ref_json["plan"] == json_["plan"] and ref_json["audio"] == json_["audio"]
