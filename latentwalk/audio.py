@@ -24,6 +24,7 @@ from latentwalk.errors import BadInput
 SAMPLE_RATE = 22050  # librosa's default; plenty for onsets and beats
 HOP = 256  # envelope samples every 11.6 ms: several per video frame at 60 fps
 INSTALL = "pip install 'latentwalk[audio]'"
+MIN_SECONDS = 0.1  # shorter is not a section to time a video by (and too short for librosa's frames)
 
 
 @dataclass
@@ -106,37 +107,41 @@ def analyze(path: Path, start: float = 0.0, duration: float | None = None) -> An
     check_librosa()
     samples = decode(path, start, duration)
     got = samples.size / SAMPLE_RATE
-    if samples.size == 0:
-        if start > 0:
-            whole = decode(path).size / SAMPLE_RATE
-            if whole > 0:
-                raise BadInput(f"--audio-start {start:g} is past the end of {str(path)!r} ({whole:.2f} s long)")
-        raise BadInput(f"{str(path)!r} has no audio (0 samples)")
-    if duration is not None and got < duration - 0.02:  # a few ms short: codec padding
-        raise BadInput(
-            f"the section from {start:g} s for {duration:g} s ends past the end of {str(path)!r} "
-            f"({start + got:.2f} s long)"
-        )
+    if samples.size == 0 or (duration is not None and got < duration - 0.02):  # a few ms short: codec padding
+        whole = decode(path).size / SAMPLE_RATE if start > 0 or duration is not None else got
+        if whole == 0:
+            raise BadInput(f"{str(path)!r} has no audio (0 samples)")
+        if start >= whole:
+            raise BadInput(f"--audio-start {start:g} is past the end of {str(path)!r} ({whole:.2f} s long)")
+        if duration is not None and start + duration > whole:
+            raise BadInput(f"the section from {start:g} s for {duration:g} s ends past the end of {str(path)!r} ({whole:.2f} s long)")
+    if got < MIN_SECONDS:
+        raise BadInput(f"the audio section of {str(path)!r} is {got:.3g} s long; it needs at least {MIN_SECONDS:g} s")
+    try:
+        envelope, onsets, beats, tempo = _listen(samples)
+    except Exception as e:  # noqa: BLE001 - librosa's own checks, on a file we decoded fine
+        raise BadInput(f"librosa could not analyse {str(path)!r} ({type(e).__name__}: {e})") from None
+    return Analysis(
+        file=path, sha256=file_sha256(path), start=start, duration=got,
+        rate=SAMPLE_RATE / HOP, envelope=envelope, onsets=onsets, beats=beats, tempo=tempo,
+    )  # fmt: skip
+
+
+def _listen(samples: np.ndarray) -> tuple[np.ndarray, list[float], list[float], float | None]:
+    """Onset envelope, onset times, beat times and tempo of mono samples at SAMPLE_RATE."""
     import librosa
 
     # Percussive part only (HPSS), as the peer does: a sustained chord should not move the picture.
     percussive = librosa.effects.percussive(samples)
     envelope = librosa.onset.onset_strength(y=percussive, sr=SAMPLE_RATE, hop_length=HOP)
     envelope = np.nan_to_num(np.asarray(envelope, dtype=np.float64))
-    loud = bool(np.abs(samples).max() > 1e-4) and envelope.max() > 0
-    onsets, beats, tempo = [], [], None
-    if loud:
-        onsets = librosa.onset.onset_detect(onset_envelope=envelope, sr=SAMPLE_RATE, hop_length=HOP, units="time").tolist()
-        found_tempo, beat_times = librosa.beat.beat_track(onset_envelope=envelope, sr=SAMPLE_RATE, hop_length=HOP, units="time")
-        beats = [float(b) for b in beat_times]
-        value = float(np.atleast_1d(found_tempo)[0])
-        tempo = round(value, 2) if math.isfinite(value) and value > 0 else None
-    else:
-        envelope = np.zeros_like(envelope)  # silence: librosa's float noise is not a rhythm
-    return Analysis(
-        file=path, sha256=file_sha256(path), start=start, duration=got,
-        rate=SAMPLE_RATE / HOP, envelope=envelope, onsets=[float(o) for o in onsets], beats=beats, tempo=tempo,
-    )  # fmt: skip
+    if not (np.abs(samples).max() > 1e-4 and envelope.max() > 0):
+        return np.zeros_like(envelope), [], [], None  # silence: librosa's float noise is not a rhythm
+    onsets = librosa.onset.onset_detect(onset_envelope=envelope, sr=SAMPLE_RATE, hop_length=HOP, units="time")
+    found_tempo, beat_times = librosa.beat.beat_track(onset_envelope=envelope, sr=SAMPLE_RATE, hop_length=HOP, units="time")
+    value = float(np.atleast_1d(found_tempo)[0])
+    tempo = round(value, 2) if math.isfinite(value) and value > 0 else None
+    return envelope, [float(o) for o in onsets], [float(b) for b in beat_times], tempo
 
 
 def click_track(times: list[float], duration: float, rate: int = 44100) -> np.ndarray:

@@ -10,10 +10,10 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass
 import time
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
@@ -72,13 +72,13 @@ Ease = Annotated[Optional[str], typer.Option("--ease", help="Easing within each 
 Crf = Annotated[Optional[int], typer.Option("--crf", help="Quality, lower is better: 0-51 for .mp4 (default 18), 0-63 for .webm (default 32).", show_default=False)]
 FramesDir = Annotated[Optional[Path], typer.Option("--frames-dir", help="Keep every frame as a PNG in this folder; an interrupted run resumes from it.", show_default=False)]
 KeepFrames = Annotated[bool, typer.Option("--keep-frames", help="Keep the work directory after success: the renders (for a later run of the walk to reuse) and the video's frames (its path is printed).")]
-Smooth = Annotated[bool, typer.Option("--smooth/--no-smooth", help="Place frames where the picture changes evenly (up to 25% more renders than frames); --no-smooth spaces them evenly in the walk parameter.")]
+Smooth = Annotated[bool, typer.Option("--smooth/--no-smooth", help="Place frames where the picture changes evenly, or with the music (up to 25% more renders than frames, 50% with --audio); --no-smooth spaces them evenly in the walk parameter.")]
 Crossfade = Annotated[bool, typer.Option("--crossfade/--no-crossfade", help="Spread a discontinuity of the model (a jump no placement splits) over a few blended frames.")]
 Audio = Annotated[Optional[Path], typer.Option("--audio", help="Music for the video (wav, flac, mp3, ogg, m4a, ...): muxed in, and the change on screen follows its beats. Needs latentwalk[audio].", show_default=False)]
 AudioStart = Annotated[Optional[float], typer.Option("--audio-start", help="Where the section of the audio starts, in seconds. [default: 0]", show_default=False)]
 AudioDuration = Annotated[Optional[float], typer.Option("--audio-duration", help="Length of the section in seconds; the video is as long unless --duration or --frames say otherwise. [default: to the end]", show_default=False)]
 AudioReact = Annotated[Optional[float], typer.Option("--audio-react", help="How much the music drives the motion: 0 even motion, 1 all change on the hits. [default: 0.8]", show_default=False)]
-OnBeats = Annotated[Optional[int], typer.Option("--on-beats", help="Put keyframe k on beat k x N of the section (the first beat is beat 0); the video ends on the last keyframe's beat.", show_default=False)]
+OnBeats = Annotated[Optional[int], typer.Option("--on-beats", help="Keyframes on the beat, every N beats: the first at the start, the next on beat N, then 2N, ... (the section's first beat is beat 0); the video ends on the last one's beat.", show_default=False)]
 VideoOut = Annotated[Optional[Path], typer.Option("--output", "-o", help="Video file: .mp4 (H.264), .webm (VP9) or .gif. [default: from the prompt]", show_default=False)]
 
 
@@ -373,6 +373,8 @@ def render(
                 raise BadInput("--audio: the manifest's video has no audio")
             run_walk(job, target, options, json_out)
             return
+        if audio is not None:
+            raise BadInput("--audio: the manifest is an image's, which has no sound")
         if target.suffix.lower() != ".png":
             raise BadInput(f"output {str(target)!r}: an image manifest renders a .png")
         from latentwalk.video import check_writable_file
@@ -414,8 +416,7 @@ def inspect(
 
             check_audio_file(audio)
             check_librosa()
-            if audio_start is not None and not (math.isfinite(audio_start) and audio_start >= 0):
-                raise BadInput(f"--audio-start must be 0 or more seconds, got {audio_start}")
+            check_audio_start(audio_start)
         elif audio_start is not None:
             raise BadInput("--audio-start needs --audio")
         results = []
@@ -503,8 +504,7 @@ def check_music(audio: Path | None, start: float | None, duration: float | None,
             if value is not None:
                 raise BadInput(f"{name} needs --audio")
         return None
-    if start is not None and not (math.isfinite(start) and start >= 0):
-        raise BadInput(f"--audio-start must be 0 or more seconds, got {start}")
+    check_audio_start(start)
     if duration is not None:
         check_positive("--audio-duration", duration, limit=24 * 3600)
     if react is not None and not 0 <= react <= 1:
@@ -518,6 +518,11 @@ def check_music(audio: Path | None, start: float | None, duration: float | None,
     check_audio_file(audio)
     check_librosa()
     return MusicOptions(audio, start or 0.0, duration, DEFAULT_REACT if react is None else react, on_beats)
+
+
+def check_audio_start(start: float | None) -> None:
+    if start is not None and not (math.isfinite(start) and start >= 0):
+        raise BadInput(f"--audio-start must be 0 or more seconds, got {start}")
 
 
 def check_outputs(output: Path, overwrite: bool, frames_dir: Path | None, music: MusicOptions | None) -> None:
@@ -538,20 +543,38 @@ def walk_job(command: str, settings: Settings, engine: Engine, keyframes: list[K
              music: MusicOptions | None = None, quiet: bool = True) -> Job:  # fmt: skip
     """A walk: its segments' lengths (from --frames, --duration, keyframe times or the music),
     and the frames' positions unless they are placed while rendering (smooth)."""
-    from latentwalk.music import frame_envelope, keyframe_lengths, motion_profile
+    from latentwalk.music import frame_envelope, keyframe_lengths, walk_profile
 
     end = None
     if duration is not None:
         check_positive("--duration", duration, limit=24 * 3600)
         check_positive("--duration x --fps (frames)", round(duration * settings.fps))
         end = duration
+    last = keyframes[-1]
+    if any(k.at is not None for k in keyframes) and frames is not None:
+        raise BadInput("the prompts file gives keyframe times (at=) and --frames gives lengths; give one or the other")
+    if duration is not None and not loop and last.at is not None and round(last.at * settings.fps) != round(duration * settings.fps) - 1:
+        raise BadInput(f"line {last.line}: at={last.at:g} ends the video, but --duration says {duration:g} s; drop one")
     analysis = None
     if music is not None:
         from latentwalk.audio import analyze
 
+        sets_length = end is None and frames is None and music.on_beats is None
+
+        def check_section(seconds: float) -> None:
+            count, segments = round(seconds * settings.fps), len(keyframes) if loop else len(keyframes) - 1
+            if count < segments + (0 if loop else 1):
+                raise BadInput(
+                    f"the audio section is {seconds:.3g} s, {count} frame{'s' if count != 1 else ''} at {settings.fps:g} fps: "
+                    f"too few for {len(keyframes)} keyframes; give a longer --audio-duration"
+                )
+
+        if sets_length and music.duration is not None:
+            check_section(music.duration)  # before the analysis: it takes seconds
         analysis = analyze(music.file, music.start, music.duration)
-        if end is None and frames is None and music.on_beats is None:
+        if sets_length:
             end = analysis.duration  # the video is as long as the section
+            check_section(end)
     timed = any(k.at is not None for k in keyframes) or (music is not None and music.on_beats is not None)
     if timed:
         lines = [k.line for k in keyframes]
@@ -560,8 +583,11 @@ def walk_job(command: str, settings: Settings, engine: Engine, keyframes: list[K
         every = music.on_beats if music is not None else None
         lengths = keyframe_lengths(len(keyframes), loop, settings.fps, pins, end, settings.frames, beats, every, lines)
     else:
-        total = None if end is None else round(end * settings.fps)
-        lengths = segment_lengths(keyframes, loop, frames=settings.frames, total=total)
+        # Every segment's own frames= decides the video's length over the audio section's.
+        own = all(k.frames is not None for k in keyframes[: len(keyframes) if loop else -1])
+        total = None if end is None or (duration is None and own) else round(end * settings.fps)
+        source = "--duration" if duration is not None else "the audio section"
+        lengths = segment_lengths(keyframes, loop, frames=settings.frames, total=total, source=source)
     audio = None
     if analysis is not None:
         if not quiet:
@@ -578,8 +604,7 @@ def walk_job(command: str, settings: Settings, engine: Engine, keyframes: list[K
         }  # fmt: skip
     plan = None
     if not smooth:
-        profile = motion_profile(audio["envelope"], lengths, audio["react"]) if audio is not None else None
-        plan = plan_walk(lengths, loop, settings.ease, profile)
+        plan = plan_walk(lengths, loop, settings.ease, walk_profile(audio, lengths))
     return Job(command, settings, engine, keyframes, plan, loop, noise_interp, cond_interp, lengths, smooth, crossfade and smooth, audio=audio)
 
 

@@ -203,13 +203,17 @@ def check_audio(audio, lengths: list[int] | None) -> None:
     a = audio
     ok = (
         isinstance(a, dict) and isinstance(a.get("file"), str) and isinstance(a.get("sha256"), str)
+        and isinstance(a.get("name"), str) and a["name"] and "/" not in a["name"] and "\\" not in a["name"] and a["name"] not in (".", "..")
+        and (a.get("on_beats") is None or (type(a["on_beats"]) is int and a["on_beats"] > 0))
+        and (a.get("tempo") is None or (isinstance(a["tempo"], (int, float)) and not isinstance(a["tempo"], bool)))
         and all(isinstance(a.get(k), (int, float)) and not isinstance(a.get(k), bool) for k in ("start", "duration", "react"))
         and a["start"] >= 0 and a["duration"] > 0 and 0 <= a["react"] <= 1
         and isinstance(a.get("envelope"), list) and all(isinstance(v, (int, float)) and v >= 0 for v in a["envelope"])
         and (lengths is None or len(a["envelope"]) == sum(lengths))
     )  # fmt: skip
     if not ok:
-        raise BadInput("the audio section must have file, sha256, start, duration, react (0 to 1) and one envelope value per frame interval")
+        raise BadInput("the audio section must have file, name (no folders), sha256, start, duration, react (0 to 1), "
+                       "on_beats (a whole number or null) and one envelope value per frame interval")
 
 
 def _frame(index, a, b, t, t2=None, alpha=0.0) -> Frame:

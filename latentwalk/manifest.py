@@ -213,19 +213,17 @@ def find_audio(audio: dict, manifest_file: Path, given: Path | None) -> Path:
     by name; it must be the same bytes (sha256), or the sound would not fit the placement."""
     from latentwalk.audio import check_audio_file, file_sha256
 
-    name = audio.get("name") or Path(audio["file"]).name
+    name = audio["name"]
     if given is not None:
         check_audio_file(given, "--audio")
-        candidates = [given]
-    else:
-        candidates = [Path(audio["file"]), manifest_file.parent / name]
-    for path in candidates:
-        if path.is_file():
-            if file_sha256(path) != audio["sha256"]:
-                raise BadInput(f"audio {str(path)!r} is not the file the manifest was rendered with (its sha256 differs)")
+        if file_sha256(given) != audio["sha256"]:
+            raise BadInput(f"audio {str(given)!r} is not the file the manifest was rendered with (its sha256 differs)")
+        return given
+    for path in (Path(audio["file"]), manifest_file.parent / name):
+        if path.is_file() and file_sha256(path) == audio["sha256"]:
             return path
     raise BadInput(f"the manifest needs its audio {name!r} (sha256 {audio['sha256'][:12]}...), which is not at {audio['file']!r} "
-                   f"nor beside the manifest; give it with --audio")  # fmt: skip
+                   f"nor beside the manifest (or has changed); give it with --audio")  # fmt: skip
 
 
 def legacy_chunks(job: Job) -> list[list[tuple[int, int, float]]]:

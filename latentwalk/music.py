@@ -72,6 +72,13 @@ def motion_profile(envelope: Sequence[float], lengths: Sequence[int], react: flo
     return profile
 
 
+def walk_profile(audio: dict | None, lengths: Sequence[int]) -> list[float] | None:
+    """A job's target profile (its `audio` section, see job.py): None moves evenly."""
+    if audio is None or audio["react"] <= 0:
+        return None
+    return motion_profile(audio["envelope"], lengths, audio["react"])
+
+
 def correlation(changes: Sequence[float], envelope: Sequence[float]) -> float | None:
     """Pearson's r between the change per frame and the audio envelope per frame interval (the
     shorter sets the length); None when either is constant."""
@@ -125,10 +132,11 @@ def keyframe_lengths(
         needed = segments * every
         if beats is None or len(beats) <= needed:
             found = 0 if beats is None else len(beats)
+            which = "the loop's return to the first keyframe" if loop else "the last keyframe"
+            counted = f" (beats 0-{found - 1})" if found > 1 else ""
             raise BadInput(
-                f"--on-beats {every} puts the last keyframe on beat {needed}, but the audio section has "
-                f"{found} beat{'s' if found != 1 else ''} (counting from 0: beats 0-{max(found - 1, 0)}); "
-                "use a smaller --on-beats, fewer keyframes or a longer section"
+                f"--on-beats {every} puts {which} on beat {needed}, but the audio section has "
+                f"{found} beat{'s' if found != 1 else ''}{counted}; use a smaller --on-beats, fewer keyframes or a longer section"
             )
         for k in range(1, segments + 1):
             if times[k] is None:

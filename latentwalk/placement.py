@@ -16,7 +16,7 @@ screen (a seed walk often holds still, then jumps), so a smooth segment is place
    only halved, one render a round, until it splits (a fast but continuous change: it gets
    its frames) or is narrower than `self.jump_width` (a discontinuity of the model: a shape
    teleports; no placement splits it, so no more renders are spent on it);
-4. when every target is served or the budget (25% more renders than frames) is spent,
+4. when every target is served or the budget (25% more renders than frames, 50% for music) is spent,
    `choose()` picks the frames among the renders by dynamic programming, minimising the sum of
    squared changes between consecutive frames (divided by the profile), which for a given
    total makes them as even as possible. With `crossfade`, a discontinuity may take a few
@@ -333,20 +333,29 @@ class SegmentPlacer:
     def jumps(self) -> list[Jump]:
         """The discontinuities found: gaps that were given up on (or are too narrow to split)
         and carry more than JUMP_RATIO times what a frame of the rest of the segment carries
-        (its largest frame, where the profile is not even)."""
+        there (by the profile: a frame on a hit of the music is meant to change a lot)."""
         gaps = self.gaps()
         changes = {g: self.distance(*g) for g in gaps}
-        per_frame = sum(changes.values()) / self.n
+        total = sum(changes.values())
+        per_frame = total / self.n
         suspects = [g for g in gaps if g in self.flagged or (g[1] - g[0] <= self.jump_width and changes[g] > JUMP_RATIO * per_frame)]
         rest = sum(d for g, d in changes.items() if g not in suspects)
-        # What the largest frame may carry: with a music profile, a hit frame is meant to change
-        # a lot, and the choice puts a jump there, where it is no discontinuity to the eye.
-        per_frame = rest / max(1, self.n - len(suspects)) * max(self.profile) * self.n
-        return [
-            Jump(g[0], g[1], changes[g], changes[g] / per_frame if per_frame > 0 else math.inf)
-            for g in suspects
-            if changes[g] > JUMP_RATIO * per_frame
-        ]
+        per_frame = rest / max(1, self.n - len(suspects))
+        found, before = [], 0.0
+        for g in gaps:
+            if g in suspects:
+                # The frames whose shares of the change this gap's change would cover.
+                here = per_frame * self._most_weight(before / total, (before + changes[g]) / total) * self.n if total > 0 else 0.0
+                if changes[g] > JUMP_RATIO * here:
+                    found.append(Jump(g[0], g[1], changes[g], changes[g] / here if here > 0 else math.inf))
+            before += changes[g]
+        return found
+
+    def _most_weight(self, lo: float, hi: float) -> float:
+        """The largest profile weight among the frames between these shares of the change."""
+        first = max(0, min(self.n - 1, bisect.bisect_right(self._cuts, lo) - 1))
+        last = max(first, min(self.n - 1, bisect.bisect_left(self._cuts, hi) - 1))
+        return max(self.profile[first : last + 1])
 
     def choose(self) -> list[Pick]:
         """The segment's frames, first the keyframe at t=0, among the renders (and blends)."""

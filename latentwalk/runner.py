@@ -164,10 +164,8 @@ def _render(job, sink, options, store: FrameStore, timings, warn, texts, device,
         return manifest.build(job, resolved, path, timings, index, facts)
 
     placed = job.plan is None
-    profile, extra = None, EXTRA_RENDERS
-    if placed and job.audio is not None:
-        profile = music.motion_profile(job.audio["envelope"], job.lengths, job.audio["react"])
-        extra = EXTRA_MUSIC if job.audio["react"] > 0 else EXTRA_RENDERS
+    profile = music.walk_profile(job.audio, job.lengths) if placed else None
+    extra = EXTRA_RENDERS if profile is None else EXTRA_MUSIC
     spec = RenderSpec(job.keyframes, job.plan, width, height, settings.steps, settings.guidance, batch,
                       job.noise_interp, job.cond_interp, timings, lengths=job.lengths, loop=job.loop,
                       ease=settings.ease, profile=profile, extra=extra, crossfade=job.crossfade, chunks=job.chunks, only=only)  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, replace
+from itertools import accumulate
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -97,9 +98,11 @@ def segment_lengths(
     loop: bool,
     frames: int | None = None,
     total: int | None = None,
+    source: str = "--duration",
 ) -> list[int]:
     """Frames in each segment: a keyframe's own `frames`, else `frames`, else an even share of
-    `total` (the whole video's length, final frame included) among the segments left."""
+    `total` (the whole video's length, final frame included, set by `source`) among the
+    segments left."""
     n = segment_count(len(keyframes), loop)
     own = [k.frames for k in keyframes[:n]]
     if total is None:
@@ -109,13 +112,13 @@ def segment_lengths(
     if not free:
         if budget != 0:
             raise BadInput(
-                f"--duration gives {total} frames but every segment sets its own frames= "
+                f"{source} gives {total} frames but every segment sets its own frames= "
                 f"(total {total - budget}); drop one or the other"
             )
         return list(own)
     if budget < len(free):
         raise BadInput(
-            f"--duration gives {total} frames, too few for {n} segments; "
+            f"{source} gives {total} frames, too few for {n} segments; "
             "make it longer or raise --fps"
         )
     share, extra = divmod(budget, len(free))
@@ -137,8 +140,8 @@ def plan_walk(lengths: list[int], loop: bool, easing: str = "linear", profile: l
         if profile is None:
             shares = [j / n for j in range(n)]
         else:
-            part = profile[len(plan) : len(plan) + n]
-            shares = [sum(part[:j]) / sum(part) for j in range(n)]
+            part = list(accumulate(profile[len(plan) : len(plan) + n], initial=0.0))
+            shares = [c / part[-1] for c in part[:-1]]
         for j in range(n):
             plan.append(Frame(len(plan), a, b, ease(shares[j])))
     if not loop:

@@ -143,6 +143,20 @@ def test_keyframes_on_beats_and_at_times(run, tmp_path):
     assert summary["keyframe_frames"] == [0, 18, 49] and summary["frames"] == 50
 
 
+def test_keyframe_times_and_lengths_that_disagree_are_one_line(run, tmp_path, clicks):
+    (tmp_path / "timed.txt").write_text("a castle\na tower | at=1\na bridge | at=2\n")
+    bad(run, "prompt-walk", "timed.txt", *FAST, "--frames", "5", message="the prompts file gives keyframe times (at=) and --frames gives lengths; give one or the other")
+    bad(run, "prompt-walk", "timed.txt", *FAST, "--duration", "5", message="line 3: at=2 ends the video, but --duration says 5 s; drop one")
+    (tmp_path / "same.txt").write_text("a castle\na tower | at=0.01\n")
+    bad(run, "prompt-walk", "same.txt", *FAST, message="line 2: the keyframe at 0.01 s is not at least a frame after the one before it (at 0 s); keyframe times must increase")
+    # Every segment's own frames= sets the video's length, whatever the section's.
+    (tmp_path / "sized.txt").write_text("a castle | frames=6\na tower\n")
+    summary = summary_of(run("prompt-walk", "sized.txt", *FAST, "--fps", str(FPS), "--audio", clicks, "-o", "s.mp4", "--json", "-q"))
+    assert summary["frames"] == 7 and abs(audio_of(tmp_path / "s.mp4").size / 44100 - 7 / FPS) < 1 / FPS
+    (tmp_path / "sized.txt").write_text("a castle | frames=60\na tower\na bridge\n")
+    bad(run, "prompt-walk", "sized.txt", *FAST, "--fps", str(FPS), "--audio", clicks, message="the audio section gives 36 frames, too few for 2 segments; make it longer or raise --fps")
+
+
 def test_silence_moves_evenly_with_a_warning(run, tmp_path):
     write_wav(tmp_path / "silence.wav", np.zeros(44100 * 2, np.float32))
     result = run(*WALK, "--audio", "silence.wav", "-o", "s.mp4", "--json")
@@ -182,6 +196,7 @@ def test_bad_audio_input_is_one_line_and_writes_nothing(run, tmp_path, clicks, m
         (["--audio-react", "0.5"], "--audio-react needs --audio"),
         (["--audio", clicks, "-o", "w.gif"], "output 'w.gif': a .gif has no sound; write .mp4 or .webm to keep the --audio"),
         (["--audio", "empty.wav"], "'empty.wav' has no audio (0 samples)"),
+        (["--audio", clicks, "--audio-duration", "0.05"], "the audio section is 0.05 s, 1 frame at 12 fps: too few for 2 keyframes; give a longer --audio-duration"),
         (["--audio", tmp_path], f"audio file {str(tmp_path)!r} is a directory"),
     ]
     for flags, message in cases:
