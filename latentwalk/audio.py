@@ -51,17 +51,9 @@ def check_librosa() -> None:
 
 
 def check_audio_file(path: Path, what: str = "audio file") -> None:
-    if not path.exists():
-        raise BadInput(f"{what} {str(path)!r} does not exist")
-    if path.is_dir():
-        raise BadInput(f"{what} {str(path)!r} is a directory")
-    try:
-        with path.open("rb") as f:
-            empty = not f.read(1)
-    except OSError as e:
-        raise BadInput(f"cannot read {what} {str(path)!r} ({e.strerror})") from None
-    if empty:
-        raise BadInput(f"{what} {str(path)!r} is empty")
+    from latentwalk.video import check_readable_file
+
+    check_readable_file(path, what)
 
 
 def file_sha256(path: Path) -> str:

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from latentwalk.errors import BadInput
 from latentwalk.smoothness import Motion
-from latentwalk.video import check_writable_dir, write_new
+from latentwalk.video import check_readable_file, check_writable_dir, write_new
 
 # As in latentwalk.manifest, not imported from there: that pulls in the job and model code.
 MANIFEST_FORMAT = "latentwalk-manifest/1"
@@ -99,17 +99,7 @@ def manifest_audio_start(video: Path) -> float:
 
 def check_video_file(path: Path) -> None:
     """What we can tell before starting ffmpeg, in our words rather than its."""
-    if not path.exists():
-        raise BadInput(f"{str(path)!r} does not exist")
-    if path.is_dir():
-        raise BadInput(f"{str(path)!r} is a directory, not a video")
-    try:
-        with path.open("rb") as f:
-            empty = not f.read(1)
-    except OSError as e:
-        raise BadInput(f"{str(path)!r} cannot be read ({e.strerror})") from None
-    if empty:
-        raise BadInput(f"{str(path)!r} is empty")
+    check_readable_file(path, directory=", not a video")
 
 
 def ffmpeg_line(text: str) -> str:

@@ -49,6 +49,23 @@ def check_writable_file(path: Path, overwrite: bool) -> None:
     check_writable_dir(path.parent, "output directory")
 
 
+def check_readable_file(path: Path, what: str = "", directory: str = "") -> None:
+    """An input file: there, not a folder, readable, not empty. `what` names it in messages
+    ("audio file"); `directory` is said of a folder (", not a video")."""
+    name = f"{what} {str(path)!r}" if what else repr(str(path))
+    if not path.exists():
+        raise BadInput(f"{name} does not exist")
+    if path.is_dir():
+        raise BadInput(f"{name} is a directory{directory}")
+    try:
+        with path.open("rb") as f:
+            empty = not f.read(1)
+    except OSError as e:
+        raise BadInput(f"{name} cannot be read ({e.strerror})") from None
+    if empty:
+        raise BadInput(f"{name} is empty")
+
+
 def check_writable_dir(folder: Path, what: str) -> None:
     """By creating a file there: permission bits say nothing to root, or on read-only mounts."""
     if not folder.is_dir():

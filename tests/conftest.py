@@ -46,6 +46,25 @@ def private_cache(tmp_path_factory):
 
 
 @pytest.fixture
+def run(tmp_path, monkeypatch):
+    """The CLI in process (typer's CliRunner) in a fresh folder: run(*args, code=0) -> result."""
+    from typer.testing import CliRunner
+
+    from latentwalk.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("LATENTWALK_DEBUG", raising=False)
+
+    def invoke(*args, code=0):
+        result = CliRunner().invoke(app, [str(a) for a in args])
+        assert result.exit_code == code, (result.exit_code, result.output)
+        return result
+
+    return invoke
+
+
+@pytest.fixture
 def cli(tmp_path):
     def run(*args, **kwargs):
         return run_cli(*args, cwd=tmp_path, **kwargs)

@@ -8,30 +8,14 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from conftest import FAST, read_png, read_video
 from latentwalk.audio import analyze, click_track, decode, write_wav
-from latentwalk.cli import app
 
 CLICKS = [0.4, 0.95, 1.3, 2.05, 2.6]  # irregular
 SECONDS = 3.0
 FPS = 12
 WALK = ["seed-walk", "a castle", "--seeds", "1,2", *FAST, "--fps", str(FPS)]
-
-
-@pytest.fixture
-def run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("LATENTWALK_DEBUG", raising=False)
-
-    def invoke(*args, code=0):
-        result = CliRunner().invoke(app, [str(a) for a in args])
-        assert result.exit_code == code, (result.exit_code, result.output)
-        return result
-
-    return invoke
 
 
 @pytest.fixture

@@ -5,27 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from conftest import read_png, read_video
-from latentwalk.cli import app
 
 SHAPES = ["--preset", "shapes"]
 STORY = "a large purple triangle on a black background | seed=3\na small green circle on a gray background | seed=3\n"
-
-
-@pytest.fixture
-def run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("LATENTWALK_DEBUG", raising=False)
-
-    def invoke(*args, code=0):
-        result = CliRunner().invoke(app, [str(a) for a in args])
-        assert result.exit_code == code, (result.exit_code, result.output)
-        return result
-
-    return invoke
 
 
 def summary_of(result) -> dict:
