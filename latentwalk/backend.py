@@ -7,7 +7,6 @@ encoder and pooled embeddings) adds names without changing how frames are interp
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 import sys
@@ -23,35 +22,19 @@ if not sys.stderr.isatty():
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from diffusers import (  # noqa: E402
-    DDIMScheduler,
-    DiffusionPipeline,
-    DPMSolverMultistepScheduler,
-    EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-    PNDMScheduler,
-    StableDiffusionPipeline,
-    UniPCMultistepScheduler,
-)
+import diffusers  # noqa: E402
+from diffusers import DiffusionPipeline, PNDMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline  # noqa: E402
 
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
 
 from latentwalk import models  # noqa: E402
 from latentwalk.errors import BadInput, LatentwalkError  # noqa: E402
+from latentwalk.families import family_of  # noqa: E402
+from latentwalk.families.common import StepNoise  # noqa: E402
 from latentwalk.interp import seed_noise  # noqa: E402
+from latentwalk.schedulers import SAMPLERS, canonical, names_for  # noqa: E402
 
 diffusers_logging.disable_progress_bar()
-
-# Deterministic samplers only: an ancestral sampler adds fresh noise every step, which flickers
-# from frame to frame of a walk.
-SCHEDULERS = {
-    "ddim": DDIMScheduler,
-    "euler": EulerDiscreteScheduler,
-    "dpm++": DPMSolverMultistepScheduler,
-    "unipc": UniPCMultistepScheduler,
-    "pndm": PNDMScheduler,
-    "heun": HeunDiscreteScheduler,
-}
 
 BUILTIN_MODELS = ("builtin:tiny", *models.FOLDERS)
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
@@ -128,10 +111,25 @@ def load_pipeline(model: str, dtype: torch.dtype, revision: str | None = None, a
             )
         if path.suffix != ".safetensors" and path.suffix not in PICKLE_SUFFIXES:
             raise BadInput(f"--model {model!r}: expected a diffusers folder or a .safetensors file")
-        return _load(model, StableDiffusionPipeline.from_single_file, str(path), **options)
+        return _load(model, single_file_class(path).from_single_file, str(path), **options)
     if _HUB_ID.match(model) and not model.startswith((".", "/", "~")):
         return _load(model, DiffusionPipeline.from_pretrained, model, revision=revision, **folder_options)
     raise BadInput(f"--model {model!r}: no such file or folder, and not a hub id like org/name")
+
+
+def single_file_class(path: Path):
+    """SDXL or SD 1/2, from the checkpoint's keys: only SDXL has a second text encoder
+    (conditioner.embedders.1) in the original layout."""
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                if any(key.startswith("conditioner.embedders.1.") for key in f.keys()):
+                    return StableDiffusionXLPipeline
+        except Exception:  # noqa: BLE001 - not readable as safetensors: the loader says why
+            pass
+    return StableDiffusionPipeline
 
 
 def pickle_only_weights(folder: Path) -> list[str]:
@@ -158,7 +156,8 @@ def _load(model: str, loader: Callable, *args, **kwargs) -> DiffusionPipeline:
 
 
 class Backend:
-    """One loaded pipeline on one device: encode prompts, make noise, render latents."""
+    """One loaded pipeline on one device, through its family (families/): encode prompts, make
+    noise, denoise batches of latents, decode them into frames."""
 
     def __init__(
         self,
@@ -169,23 +168,22 @@ class Backend:
         scheduler: str | None = None,
         warn: Callable[[str], None] = lambda message: None,
     ):
-        if not isinstance(pipe, StableDiffusionPipeline):
-            raise BadInput(
-                f"--model {model!r} is a {type(pipe).__name__}; latentwalk supports "
-                "Stable Diffusion 1.x/2.x pipelines so far"
-            )
+        family = family_of(pipe, model)
         if scheduler is not None:
-            if scheduler not in SCHEDULERS:
-                raise BadInput(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
-            pipe.scheduler = SCHEDULERS[scheduler].from_config(pipe.scheduler.config)
+            name = canonical(scheduler)
+            if SAMPLERS[name].kind != family.sampler_kind:
+                raise BadInput(f"--scheduler {scheduler} does not fit {family.title} models; use one of {', '.join(names_for(family.sampler_kind))}")
+            sampler = SAMPLERS[name]
+            config = {**pipe.scheduler.config, **sampler.options}
+            pipe.scheduler = getattr(diffusers, sampler.cls).from_config(config)
         self.pipe = pipe.to(device)
         self.pipe.set_progress_bar_config(disable=True)
+        self.family = family(self.pipe, device, dtype, warn)
         self.model = model
         self.device = device
         self.dtype = dtype
         self.warn = warn
         self.compiled = False
-        self._text_cache: dict[str, torch.Tensor] = {}
 
     @property
     def scheduler_name(self) -> str:
@@ -193,11 +191,15 @@ class Backend:
 
     @property
     def default_size(self) -> tuple[int, int]:
-        side = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
-        return side, side
+        return self.family.default_size
+
+    @property
+    def constant(self) -> frozenset[str]:
+        """Conditioning tensors that do not move between keyframes."""
+        return self.family.constant
 
     def check_size(self, width: int, height: int) -> None:
-        factor = self.pipe.vae_scale_factor
+        factor = self.family.size_factor
         if width % factor or height % factor:
             raise BadInput(f"--size must be a multiple of {factor} for this model, got {width}x{height}")
 
@@ -208,32 +210,11 @@ class Backend:
 
     def noise(self, seed: int, width: int, height: int) -> torch.Tensor:
         """[1, C, h, w] float32 initial latents for a seed, on the model's device."""
-        factor = self.pipe.vae_scale_factor
-        shape = (1, self.pipe.unet.config.in_channels, height // factor, width // factor)
-        return seed_noise(seed, shape).to(self.device)
+        return seed_noise(seed, (1, *self.family.latent_shape(width, height))).to(self.device)
 
     def conditioning(self, prompt: str, negative: str) -> dict[str, torch.Tensor]:
         """Named [1, ...] tensors that steer one keyframe; interpolated together between keyframes."""
-        return {
-            "prompt_embeds": self._encode_text(prompt),
-            "negative_prompt_embeds": self._encode_text(negative),
-        }
-
-    def _encode_text(self, text: str) -> torch.Tensor:
-        """Encoded once per distinct text per run, however many keyframes share it."""
-        if text not in self._text_cache:
-            self._warn_if_truncated(text)
-            embeds, _ = self.pipe.encode_prompt(text, self.device, 1, False)
-            self._text_cache[text] = embeds.float()
-        return self._text_cache[text]
-
-    def _warn_if_truncated(self, text: str) -> None:
-        tokenizer = self.pipe.tokenizer
-        ids = tokenizer(text, truncation=False).input_ids
-        limit = tokenizer.model_max_length
-        if len(ids) > limit:
-            dropped = tokenizer.decode(ids[limit - 1 : -1]).strip()
-            self.warn(f"prompt is longer than the text encoder's {limit} tokens; dropped: {dropped!r}")
+        return self.family.conditioning(prompt, negative)
 
     def optimize(
         self,
@@ -244,16 +225,16 @@ class Backend:
     ) -> None:
         """Opt-in speed and memory switches. Attention already runs through PyTorch's
         scaled_dot_product_attention (diffusers' default processor on torch 2)."""
-        pipe = self.pipe
+        pipe, family = self.pipe, self.family
         if channels_last:
-            pipe.unet.to(memory_format=torch.channels_last)
+            family.denoiser().to(memory_format=torch.channels_last)
             pipe.vae.to(memory_format=torch.channels_last)
         if vae_slicing:
             pipe.vae.enable_slicing()
         if vae_tiling:
             pipe.vae.enable_tiling()
         if compile:
-            pipe.unet = torch.compile(pipe.unet)
+            family.set_denoiser(torch.compile(family.denoiser()))
             pipe.vae.decoder = torch.compile(pipe.vae.decoder)
         self.compiled = compile
 
@@ -262,7 +243,7 @@ class Backend:
         comes before any output is started and the render itself does not recompile."""
         if not self.compiled:
             return
-        cond = {name: value.repeat(batch_size, 1, 1) for name, value in self.conditioning("", "").items()}
+        cond = {name: value.repeat(batch_size, *([1] * (value.dim() - 1))) for name, value in self.conditioning("", "").items()}
         noise = self.noise(0, width, height).repeat(batch_size, 1, 1, 1)
         try:
             self.decode(self.denoise(noise, cond, steps=1, guidance=guidance)).cpu()
@@ -276,44 +257,20 @@ class Backend:
         elif self.device.type == "mps":
             torch.mps.synchronize()
 
-    @torch.inference_mode()
-    def denoise(self, noise: torch.Tensor, cond: dict[str, torch.Tensor], steps: int, guidance: float) -> torch.Tensor:
-        """Denoise a batch of initial latents [B, C, h, w] under per-row conditioning."""
-        pipe, scheduler = self.pipe, self.pipe.scheduler
-        # 1. Timesteps and starting latents (scaled like diffusers' prepare_latents).
-        scheduler.set_timesteps(steps, device=self.device)
-        latents = noise.to(self.device, self.dtype) * scheduler.init_noise_sigma
-        # 2. Text conditioning, with the unconditional half first for classifier-free guidance.
-        guided = guidance > 1.0
-        text = cond["prompt_embeds"]
-        if guided:
-            text = torch.cat([cond["negative_prompt_embeds"], text])
-        text = text.to(self.device, self.dtype)
-        step_options = {}
-        if "generator" in inspect.signature(scheduler.step).parameters:
-            step_options["generator"] = torch.Generator("cpu").manual_seed(0)
-        # 3. Denoising loop.
-        for t in scheduler.timesteps:
-            model_input = torch.cat([latents] * 2) if guided else latents
-            model_input = scheduler.scale_model_input(model_input, t)
-            noise_pred = pipe.unet(model_input, t, encoder_hidden_states=text, return_dict=False)[0]
-            if guided:
-                uncond, conditioned = noise_pred.chunk(2)
-                noise_pred = uncond + guidance * (conditioned - uncond)
-            latents = scheduler.step(noise_pred, t, latents, **step_options, return_dict=False)[0]
-        return latents
+    def denoise(self, noise: torch.Tensor, cond: dict[str, torch.Tensor], steps: int, guidance: float,
+                step_noise: StepNoise | None = None) -> torch.Tensor:  # fmt: skip
+        """Denoise a batch of initial latents [B, ...] under per-row conditioning; a stochastic
+        sampler's fresh noise at step k is step_noise(k, shape) (see families/common.py)."""
+        return self.family.denoise(noise, cond, steps, guidance, step_noise)
 
-    @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents to 8-bit RGB frames [B, H, W, 3], still on the device."""
-        vae = self.pipe.vae
-        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
-        images = (images.float() / 2 + 0.5).clamp(0, 1)
-        return (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+        return self.family.decode(latents)
 
-    def render(self, noise: torch.Tensor, cond: dict[str, torch.Tensor], steps: int, guidance: float) -> np.ndarray:
+    def render(self, noise: torch.Tensor, cond: dict[str, torch.Tensor], steps: int, guidance: float,
+               step_noise: StepNoise | None = None) -> np.ndarray:  # fmt: skip
         """Denoise and decode: uint8 frames [B, H, W, 3] on the CPU."""
-        return self.decode(self.denoise(noise, cond, steps, guidance)).cpu().numpy()
+        return self.decode(self.denoise(noise, cond, steps, guidance, step_noise)).cpu().numpy()
 
 
 def auto_batch_size(device: torch.device, width: int, height: int, dtype: torch.dtype) -> int:

@@ -53,7 +53,7 @@ Steps = Annotated[Optional[int], typer.Option("--steps", help="Denoising steps. 
 Guidance = Annotated[Optional[float], typer.Option("--guidance", "-g", help="Classifier-free guidance scale; 1 or less turns it off. [default: 7.5]", show_default=False)]
 Size = Annotated[Optional[str], typer.Option("--size", help="WIDTHxHEIGHT or one side for a square, multiples of 8. [default: the model's]", show_default=False)]
 Negative = Annotated[Optional[str], typer.Option("--negative", "-n", help="Negative prompt.", show_default=False)]
-Scheduler = Annotated[Optional[str], typer.Option("--scheduler", help="ddim, euler, dpm++, unipc, pndm or heun. [default: the model's]", show_default=False)]
+Scheduler = Annotated[Optional[str], typer.Option("--scheduler", help="Sampler: ddim, euler, euler-a, heun, dpm++-2m, dpm++-2m-karras, dpm++-2m-sde, dpm++-sde, unipc, pndm, ddpm, lcm; flow-euler, flow-heun for SD 3 and Flux. Stochastic ones draw each frame's noise from its seeds. [default: the model's]", show_default=False)]
 Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps. [default: auto]", show_default=False)]
 Dtype = Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16. [default: float16 on GPU, float32 on CPU]", show_default=False)]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Frames per denoising call. [default: 1 on CPU, by free memory on GPU]", show_default=False)]

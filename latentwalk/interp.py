@@ -5,6 +5,8 @@ overflows in the dot product. Functions take one row per frame (shape [B, ...]) 
 per row, so a batch may mix frames from different segments.
 """
 
+import hashlib
+
 import torch
 
 
@@ -13,6 +15,13 @@ def seed_noise(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
     picture on every device."""
     generator = torch.Generator("cpu").manual_seed(seed)
     return torch.randn(shape, generator=generator, dtype=torch.float32)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The seed of the fresh noise a stochastic sampler adds at `step` of a frame of `seed`:
+    a hash, so no two (seed, step) share noise and none is the initial noise's."""
+    digest = hashlib.sha256(f"latentwalk-step:{seed}:{step}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1  # torch takes a signed 64-bit seed
 
 
 def _weights(t, like: torch.Tensor) -> torch.Tensor:

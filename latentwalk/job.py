@@ -17,6 +17,7 @@ from typing import Any
 from latentwalk.errors import BadInput
 from latentwalk.presets import load_preset
 from latentwalk.schedule import EASINGS, Frame, Keyframe, check_positive, parse_size
+from latentwalk.schedulers import canonical
 
 # Built-in defaults; a preset overrides them and explicit flags override the preset.
 DEFAULTS = dict(
@@ -73,6 +74,8 @@ def resolve_settings(preset: str | None, **flags) -> Settings:
         raise BadInput(f"--ease must be one of {', '.join(EASINGS)}, got {values['ease']!r}")
     if values["size"] is not None:
         values["size"] = parse_size(str(values["size"]))
+    if values["scheduler"] is not None:
+        canonical(values["scheduler"])  # a typo costs milliseconds, not a model load
     return Settings(**values)
 
 

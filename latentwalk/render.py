@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from latentwalk.backend import Backend
-from latentwalk.interp import INTERPOLATIONS
+from latentwalk.interp import INTERPOLATIONS, seed_noise, step_seed
 from latentwalk.placement import EXTRA_RENDERS, ROUND
 from latentwalk.schedule import EASINGS, Frame, Keyframe, Pos, batched, position
 
@@ -154,8 +154,8 @@ class Renderer:
         b = torch.tensor([p[1] for p in chunk], device=self.noises.device)
         t = torch.tensor([p[2] for p in chunk], dtype=torch.float32, device=self.noises.device)
         noise = self.mix_noise(self.noises[a], self.noises[b], t)
-        cond = {name: self.mix_cond(value[a], value[b], t) for name, value in self.conds.items()}
-        latents = self.backend.denoise(noise, cond, self.spec.steps, self.spec.guidance)
+        cond = {name: value[a] if name in self.backend.constant else self.mix_cond(value[a], value[b], t) for name, value in self.conds.items()}
+        latents = self.backend.denoise(noise, cond, self.spec.steps, self.spec.guidance, self.step_noise(chunk))
         self.backend.sync()
         denoised = time.perf_counter()
         timings["denoise"] += denoised - started
@@ -173,6 +173,23 @@ class Renderer:
             self.cache[p] = image
         timings["save"] += time.perf_counter() - saved
         self._made(new)
+
+    def step_noise(self, chunk: list[Pos]):
+        """A stochastic sampler's fresh noise at each step, row by row: each keyframe's own
+        (seeded by its seed and the step), moved between keyframes like the initial noise. So
+        a walk stays continuous, a keyframe is generate's picture, and no row depends on its
+        batch."""
+        seeds = [k.seed for k in self.spec.keyframes]
+        device = self.noises.device
+        t = torch.tensor([p[2] for p in chunk], dtype=torch.float32, device=device)
+
+        def noise(step: int, shape: tuple[int, ...]) -> torch.Tensor:
+            one = tuple(shape[1:])
+            drawn = {k: seed_noise(step_seed(seeds[k], step), one).to(device) for k in {i for p in chunk for i in p[:2]}}
+            ends = [torch.stack([drawn[p[i]] for p in chunk]) for i in (0, 1)]
+            return self.mix_noise(ends[0], ends[1], t)
+
+        return noise
 
     def _made(self, positions: list[Pos]) -> None:
         self.done.update(positions)

@@ -1,4 +1,5 @@
-"""`builtin:tiny`: a small randomly initialised Stable Diffusion pipeline built in code.
+"""`builtin:tiny`: a small randomly initialised Stable Diffusion pipeline built in code, and
+tiny pipelines of the other families for the tests (SDXL; an LCM UNet).
 
 Real diffusers and transformers classes at toy sizes, so the whole tool runs offline in seconds
 on a CPU. It draws noise, not pictures; its weights depend only on the seed and torch's RNG.
@@ -32,6 +33,47 @@ def byte_level_tokenizer() -> CLIPTokenizer:
     vocab = {token: i for i, token in enumerate(tokens)}
     # transformers 5 ignores vocab_file=; it needs the objects and the 77-token limit spelled out.
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def clip_config(tokenizer: CLIPTokenizer, hidden: int = 32, projection: int = 32) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, projection_dim=projection,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+
+
+def build_tiny_sdxl_pipeline(seed: int = 0, time_cond_proj_dim: int | None = None):
+    """An SDXL pipeline at toy sizes (diffusers' own SDXL tests' components, with our offline
+    tokenizer): two text encoders, pooled embeddings and added time ids, like the real one.
+    `time_cond_proj_dim` makes an LCM-style UNet that embeds the guidance."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTextModelWithProjection
+
+    tokenizer = byte_level_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(
+            block_out_channels=(32, 64), layers_per_block=1, time_cond_proj_dim=time_cond_proj_dim,
+            sample_size=TINY_SIZE // 8, in_channels=4, out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+            addition_time_embed_dim=8, transformer_layers_per_block=(1, 1),
+            projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64, norm_num_groups=8,
+        )  # fmt: skip
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(8, 16, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=8, sample_size=TINY_SIZE,
+        )  # fmt: skip
+        text_encoder = CLIPTextModel(clip_config(tokenizer))
+        text_encoder_2 = CLIPTextModelWithProjection(clip_config(tokenizer))
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1, beta_schedule="scaled_linear", timestep_spacing="leading")
+    for module in (text_encoder, text_encoder_2, unet, vae):
+        module.eval()
+    return StableDiffusionXLPipeline(
+        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer, tokenizer_2=byte_level_tokenizer(),
+        unet=unet, scheduler=scheduler,
+    )  # fmt: skip
 
 
 def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:

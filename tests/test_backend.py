@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from latentwalk.backend import SCHEDULERS, Backend, load_pipeline
+from latentwalk.backend import Backend, load_pipeline
 from latentwalk.errors import BadInput, LatentwalkError
 from latentwalk.render import RenderSpec, render_frames
 from latentwalk.schedule import Keyframe, plan_stills, plan_walk
+from latentwalk.schedulers import names_for
 
 CPU = torch.device("cpu")
 
@@ -66,7 +67,7 @@ def test_model_errors(tmp_path):
         load_pipeline(str(corrupt), torch.float32)
 
 
-@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+@pytest.mark.parametrize("name", names_for("noise"))
 def test_every_scheduler_renders_deterministically(name):
     backend = Backend(load_pipeline("builtin:tiny", torch.float32), "builtin:tiny", CPU, torch.float32, scheduler=name)
     args = (backend.noise(1, 64, 64), backend.conditioning("x", ""), 4, 7.5)
@@ -92,7 +93,7 @@ def test_text_is_encoded_once_per_distinct_prompt(backend, monkeypatch):
     calls = []
     original = backend.pipe.encode_prompt
     monkeypatch.setattr(backend.pipe, "encode_prompt", lambda text, *a, **k: calls.append(text) or original(text, *a, **k))
-    backend._text_cache.clear()
+    backend.family._text_cache.clear()
     keyframes = [Keyframe("a", 1), Keyframe("b", 2), Keyframe("a", 3)]
     spec = RenderSpec(keyframes, plan_walk([2, 2], loop=False), 64, 64, steps=2, guidance=7.5, batch_size=3)
     assert len(list(render_frames(backend, spec))) == 5

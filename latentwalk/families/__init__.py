@@ -1,0 +1,32 @@
+"""Model families behind one small protocol, the way k-diffusion wraps model types behind one
+`forward` and diffusers gives each family its own pipeline file.
+
+A family knows, for its pipeline class:
+- `conditioning(prompt, negative)`: a keyframe as named [1, ...] float32 tensors; `constant`
+  names those that do not move between keyframes (all others follow the walk's --interp);
+- `latent_shape(width, height)`: one frame's initial noise, [C, h, w];
+- `denoise(latents, cond, steps, guidance, step_noise)`: a batch, one row per frame;
+- `decode(latents)`: uint8 frames [B, H, W, 3];
+- `default_size`, `size_factor` and `sampler_kind` ("noise" or "flow", see schedulers.py).
+
+The render loop (render.py) talks to backend.Backend, which loads the pipeline, picks the
+family with `family_of` and handles devices, samplers and speed switches; it never names a
+family, and neither do the schedule, placement, resume or manifests.
+"""
+
+from __future__ import annotations
+
+from latentwalk.errors import BadInput
+from latentwalk.families.sd import StableDiffusion
+from latentwalk.families.sdxl import StableDiffusionXL
+
+# Most specific first.
+FAMILIES = (StableDiffusionXL, StableDiffusion)
+
+
+def family_of(pipe, model: str):
+    for family in FAMILIES:
+        if family.handles(pipe):
+            return family
+    names = ", ".join(f.title for f in FAMILIES)
+    raise BadInput(f"--model {model!r} is a {type(pipe).__name__}; latentwalk walks {names} so far")

@@ -1,0 +1,134 @@
+"""Stable Diffusion 1.x and 2.x (epsilon or v-prediction, which the scheduler's config says),
+SD-Turbo, and LCM (an LCM UNet embeds the guidance instead of doubling the batch): one CLIP
+text encoder, a UNet, a VAE. The base of the UNet families: SDXL adds to it."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+import torch
+from diffusers import StableDiffusionPipeline
+
+from latentwalk.families.common import StepNoise, noise_from
+
+
+class StableDiffusion:
+    title = "Stable Diffusion 1.x/2.x"
+    pipelines: tuple[type, ...] = (StableDiffusionPipeline,)
+    sampler_kind = "noise"
+    constant: frozenset[str] = frozenset()  # every conditioning tensor moves with the walk
+
+    def __init__(self, pipe, device: torch.device, dtype: torch.dtype, warn: Callable[[str], None]):
+        self.pipe, self.device, self.dtype, self.warn = pipe, device, dtype, warn
+        self._text_cache: dict[str, dict[str, torch.Tensor]] = {}
+
+    @classmethod
+    def handles(cls, pipe) -> bool:
+        return isinstance(pipe, cls.pipelines)
+
+    # ---- Shapes ----------------------------------------------------------------------------------
+
+    @property
+    def size_factor(self) -> int:
+        return self.pipe.vae_scale_factor
+
+    @property
+    def default_size(self) -> tuple[int, int]:
+        side = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
+        return side, side
+
+    def latent_shape(self, width: int, height: int) -> tuple[int, int, int]:
+        factor = self.pipe.vae_scale_factor
+        return (self.pipe.unet.config.in_channels, height // factor, width // factor)
+
+    # ---- Conditioning ----------------------------------------------------------------------------
+
+    def conditioning(self, prompt: str, negative: str) -> dict[str, torch.Tensor]:
+        """The prompt's tensors, and the negative prompt's under the same names prefixed
+        `negative_`: interpolated together between keyframes."""
+        cond = dict(self.encode(prompt))
+        cond.update({f"negative_{name}": value for name, value in self.encode(negative, negative=True).items()})
+        return cond
+
+    def encode(self, text: str, negative: bool = False) -> dict[str, torch.Tensor]:
+        """Encoded once per distinct text per run, however many keyframes share it."""
+        key = f"{negative}:{text}"
+        if key not in self._text_cache:
+            self._warn_if_truncated(text)
+            self._text_cache[key] = {name: value.float() for name, value in self._encode(text, negative).items()}
+        return self._text_cache[key]
+
+    def _encode(self, text: str, negative: bool) -> dict[str, torch.Tensor]:
+        embeds, _ = self.pipe.encode_prompt(text, self.device, 1, False)
+        return {"prompt_embeds": embeds}
+
+    def tokenizers(self) -> list:
+        return [self.pipe.tokenizer]
+
+    def _warn_if_truncated(self, text: str) -> None:
+        for tokenizer in self.tokenizers():
+            ids = tokenizer(text, truncation=False).input_ids
+            limit = tokenizer.model_max_length
+            if len(ids) > limit:
+                dropped = tokenizer.decode(ids[limit - 1 : -1]).strip()
+                self.warn(f"prompt is longer than the text encoder's {limit} tokens; dropped: {dropped!r}")
+                return
+
+    # ---- Sampling --------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def denoise(self, noise: torch.Tensor, cond: dict[str, torch.Tensor], steps: int, guidance: float,
+                step_noise: StepNoise | None = None) -> torch.Tensor:  # fmt: skip
+        """Denoise a batch of initial latents [B, C, h, w] under per-row conditioning, as the
+        pipeline's __call__ does for prompt embeddings and a CPU generator."""
+        pipe, scheduler = self.pipe, self.pipe.scheduler
+        # 1. Timesteps and starting latents (scaled like diffusers' prepare_latents).
+        scheduler.set_timesteps(steps, device=self.device)
+        latents = noise.to(self.device, self.dtype) * scheduler.init_noise_sigma
+        # 2. Conditioning: classifier-free guidance doubles the batch, the unconditional half
+        #    first, unless the UNet embeds the guidance itself (LCM).
+        embedded = getattr(pipe.unet.config, "time_cond_proj_dim", None) is not None
+        guided = guidance > 1.0 and not embedded
+        kwargs = self.unet_inputs(cond, guided, latents)
+        if embedded:
+            w = torch.full((latents.shape[0],), guidance - 1.0)
+            kwargs["timestep_cond"] = pipe.get_guidance_scale_embedding(w, embedding_dim=pipe.unet.config.time_cond_proj_dim).to(self.device, self.dtype)
+        # Without per-frame noise (a direct call), a stochastic sampler's noise is seeded all the same.
+        options = {}
+        if step_noise is None and "generator" in inspect.signature(scheduler.step).parameters:
+            options["generator"] = torch.Generator("cpu").manual_seed(0)
+        # 3. Denoising loop.
+        for step, t in enumerate(scheduler.timesteps):
+            model_input = torch.cat([latents] * 2) if guided else latents
+            model_input = scheduler.scale_model_input(model_input, t)
+            noise_pred = pipe.unet(model_input, t, **kwargs, return_dict=False)[0]
+            if guided:
+                uncond, conditioned = noise_pred.chunk(2)
+                noise_pred = uncond + guidance * (conditioned - uncond)
+            with noise_from(scheduler, step_noise, step):
+                latents = scheduler.step(noise_pred, t, latents, **options, return_dict=False)[0]
+        return latents
+
+    def unet_inputs(self, cond: dict[str, torch.Tensor], guided: bool, latents: torch.Tensor) -> dict:
+        """The UNet's conditioning inputs besides the latents and the timestep."""
+        text = cond["prompt_embeds"]
+        if guided:
+            text = torch.cat([cond["negative_prompt_embeds"], text])
+        return {"encoder_hidden_states": text.to(self.device, self.dtype)}
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents to 8-bit RGB frames [B, H, W, 3], still on the device."""
+        vae = self.pipe.vae
+        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+        images = (images.float() / 2 + 0.5).clamp(0, 1)
+        return (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+    # ---- Speed switches --------------------------------------------------------------------------
+
+    def denoiser(self) -> torch.nn.Module:
+        return self.pipe.unet
+
+    def set_denoiser(self, module) -> None:
+        self.pipe.unet = module

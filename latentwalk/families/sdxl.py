@@ -1,0 +1,47 @@
+"""Stable Diffusion XL and SDXL-Turbo: two CLIP text encoders (their token embeddings
+concatenated), the second's pooled embedding, and "added time ids" (original size, crop and
+target size) as extra UNet inputs. latentblending walks SDXL only; this is its conditioning."""
+
+from __future__ import annotations
+
+import torch
+from diffusers import StableDiffusionXLPipeline
+
+from latentwalk.families.sd import StableDiffusion
+
+
+class StableDiffusionXL(StableDiffusion):
+    title = "SDXL"
+    pipelines = (StableDiffusionXLPipeline,)
+
+    @property
+    def default_size(self) -> tuple[int, int]:
+        side = self.pipe.default_sample_size * self.pipe.vae_scale_factor
+        return side, side
+
+    def tokenizers(self) -> list:
+        return [t for t in (self.pipe.tokenizer, self.pipe.tokenizer_2) if t is not None]
+
+    def _encode(self, text: str, negative: bool) -> dict[str, torch.Tensor]:
+        """Token embeddings and pooled embedding; both move with the walk (the pooled one is
+        what SDXL's global look follows). An empty negative prompt is zeros where the model's
+        config asks for it, as the pipeline does."""
+        if negative and text == "" and self.pipe.config.get("force_zeros_for_empty_prompt", True):
+            embeds, pooled = self._encode("x", False).values()
+            return {"prompt_embeds": torch.zeros_like(embeds), "pooled_prompt_embeds": torch.zeros_like(pooled)}
+        embeds, _, pooled, _ = self.pipe.encode_prompt(text, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False)
+        return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+
+    def unet_inputs(self, cond: dict[str, torch.Tensor], guided: bool, latents: torch.Tensor) -> dict:
+        inputs = super().unet_inputs(cond, guided, latents)
+        pooled = cond["pooled_prompt_embeds"]
+        if guided:
+            pooled = torch.cat([cond["negative_pooled_prompt_embeds"], pooled])
+        height, width = (side * self.pipe.vae_scale_factor for side in latents.shape[-2:])
+        encoder = self.pipe.text_encoder_2
+        projection = encoder.config.projection_dim if encoder is not None else int(pooled.shape[-1])
+        # The same for every frame: the size the model is told it is drawing.
+        time_ids = self.pipe._get_add_time_ids((height, width), (0, 0), (height, width), dtype=self.dtype, text_encoder_projection_dim=projection)
+        time_ids = time_ids.to(self.device).repeat(pooled.shape[0], 1)
+        inputs["added_cond_kwargs"] = {"text_embeds": pooled.to(self.device, self.dtype), "time_ids": time_ids}
+        return inputs

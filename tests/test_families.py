@@ -1,0 +1,119 @@
+"""Model families and samplers, on tiny random pipelines of the real diffusers classes: our loop
+equals each pipeline's own, and walks keep their invariants whatever the family and sampler."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import FAST, read_png
+from latentwalk.backend import Backend, load_pipeline
+from latentwalk.render import RenderSpec, render_frames
+from latentwalk.schedule import Keyframe, plan_stills, plan_walk
+from latentwalk.schedulers import SAMPLERS, names_for
+from latentwalk.tiny import build_tiny_sdxl_pipeline
+
+CPU = torch.device("cpu")
+
+
+def as_uint8(images: np.ndarray) -> np.ndarray:
+    return (images * 255).round().astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def sdxl_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("models") / "tiny-sdxl"
+    build_tiny_sdxl_pipeline(seed=2).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("negative", ["blurry", ""])
+def test_sdxl_renders_what_its_pipeline_renders(negative):
+    pipe = build_tiny_sdxl_pipeline()
+    backend = Backend(pipe, "mem", CPU, torch.float32)
+    ours = backend.render(backend.noise(3, 64, 64), backend.conditioning("a red circle", negative), steps=4, guidance=5.0)
+    reference = pipe("a red circle", negative_prompt=negative or None, num_inference_steps=4, guidance_scale=5.0, height=64, width=64,
+                     generator=torch.Generator("cpu").manual_seed(3), output_type="np").images  # fmt: skip
+    assert np.array_equal(ours, as_uint8(reference))
+    cond = backend.conditioning("a red circle", negative)
+    assert set(cond) == {"prompt_embeds", "pooled_prompt_embeds", "negative_prompt_embeds", "negative_pooled_prompt_embeds"}
+    assert backend.default_size == (64, 64)
+
+
+def test_an_lcm_unet_embeds_the_guidance_instead_of_doubling_the_batch():
+    pipe = build_tiny_sdxl_pipeline(time_cond_proj_dim=32)
+    backend = Backend(pipe, "mem", CPU, torch.float32, scheduler="lcm")
+    # One step: LCM adds no noise after its last step, so the pipeline's generator does not matter.
+    ours = backend.render(backend.noise(5, 64, 64), backend.conditioning("a tree", ""), steps=1, guidance=3.0)
+    reference = pipe("a tree", num_inference_steps=1, guidance_scale=3.0, height=64, width=64,
+                     generator=torch.Generator("cpu").manual_seed(5), output_type="np").images  # fmt: skip
+    assert np.array_equal(ours, as_uint8(reference))
+
+
+def walk_frames(backend, keyframes, lengths, batch_size, steps=3, guidance=5.0):
+    spec = RenderSpec(keyframes, plan_walk(lengths, loop=False), 64, 64, steps, guidance, batch_size=batch_size)
+    return [image for _, image in render_frames(backend, spec)]
+
+
+@pytest.mark.parametrize("name", [n for n in names_for("noise") if SAMPLERS[n].stochastic])
+def test_a_stochastic_sampler_s_walk_is_the_same_at_any_batch_size_and_keeps_its_keyframes(name):
+    backend = Backend(load_pipeline("builtin:tiny", torch.float32), "builtin:tiny", CPU, torch.float32, scheduler=name)
+    keyframes = [Keyframe("a red circle", 1), Keyframe("a blue square", 2)]
+    one = walk_frames(backend, keyframes, [5], batch_size=1)
+    three = walk_frames(backend, keyframes, [5], batch_size=3)
+    # Each frame draws its step noise from its own seeds and place: its batch-mates do not matter
+    # (up to a level of float rounding between batch sizes).
+    assert len(one) == len(three) == 6
+    assert all(np.abs(x.astype(int) - y.astype(int)).max() <= 1 for x, y in zip(one, three))
+    stills = [image for _, image in render_frames(backend, RenderSpec(keyframes, plan_stills(2), 64, 64, 3, 5.0))]
+    assert np.abs(one[0].astype(int) - stills[0].astype(int)).max() <= 1
+    assert np.abs(one[5].astype(int) - stills[1].astype(int)).max() <= 1
+    # The noise moves with the walk: nearby frames are closer than the keyframes are.
+    ends = np.abs(one[0].astype(int) - one[5].astype(int)).mean()
+    assert all(np.abs(one[i].astype(int) - one[i + 1].astype(int)).mean() < ends for i in range(5))
+
+
+def test_a_model_s_own_ancestral_scheduler_is_seeded_per_frame_too(saved_model, tmp_path):
+    """A model that ships euler-a in its config gets it, with per-frame noise."""
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    pipe = load_pipeline(str(saved_model), torch.float32)
+    pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
+    pipe.save_pretrained(tmp_path / "ancestral")
+    backend = Backend(load_pipeline(str(tmp_path / "ancestral"), torch.float32), "x", CPU, torch.float32)
+    assert backend.scheduler_name == "EulerAncestralDiscreteScheduler"
+    keyframes = [Keyframe("a", 1), Keyframe("b", 2)]
+    one, three = walk_frames(backend, keyframes, [3], 1), walk_frames(backend, keyframes, [3], 3)
+    assert all(np.abs(x.astype(int) - y.astype(int)).max() <= 1 for x, y in zip(one, three))
+
+
+def test_samplers_are_checked_by_name_before_loading_and_by_family_after(run):
+    result = run("generate", "a", *FAST, "--scheduler", "euler_a", code=2)
+    assert result.output.startswith("Error: --scheduler must be one of ddim, euler, euler-a, ") and "got 'euler_a'" in result.output
+    result = run("generate", "a", *FAST, "--scheduler", "flow-euler", code=2)
+    assert result.output == ("Error: --scheduler flow-euler does not fit Stable Diffusion 1.x/2.x models; use one of "
+                             f"{', '.join(names_for('noise'))}\n")  # fmt: skip
+    run("generate", "a", *FAST, "--scheduler", "dpm++", "-o", "old-name.png", "-q")  # earlier versions' name
+
+
+def test_sdxl_walks_through_all_three_commands_from_a_saved_folder(run, tmp_path, sdxl_folder):
+    model = ["--model", sdxl_folder, "--steps", "3", "--guidance", "5", "--scheduler", "euler-a"]
+    run("generate", "a red circle", "--seeds", "1,2", *model, "-o", "stills", "-q")
+    run("seed-walk", "a red circle", "--seeds", "1,2", *model, "--frames", "4", "-o", "seeds.mp4", "--frames-dir", "s", "-q")
+    frames = sorted((tmp_path / "s").glob("frame_*.png"))
+    assert len(frames) == 5
+    # The keyframe invariant holds for SDXL with a stochastic sampler: generate's pictures.
+    assert np.array_equal(read_png(frames[0]), read_png(tmp_path / "stills" / "a-red-circle-1.png"))
+    assert np.array_equal(read_png(frames[4]), read_png(tmp_path / "stills" / "a-red-circle-2.png"))
+    (tmp_path / "story.txt").write_text("a red circle | seed=1\na blue square | seed=1\n")
+    run("prompt-walk", "story.txt", *model, "--frames", "3", "-o", "story.mp4", "--frames-dir", "p", "-q")
+    frames = sorted((tmp_path / "p").glob("frame_*.png"))
+    assert len(frames) == 4 and np.array_equal(read_png(frames[0]), read_png(tmp_path / "stills" / "a-red-circle-1.png"))
+    manifest = json.loads((tmp_path / "story.mp4.json").read_text())
+    assert manifest["resolved"]["scheduler"] == "EulerAncestralDiscreteScheduler"
+    # And the manifest renders the same frames again.
+    run("render", "story.mp4.json", "-o", "again.mp4", "--frames-dir", "q", "-q")
+    again = sorted((tmp_path / "q").glob("frame_*.png"))
+    assert all(np.array_equal(read_png(a), read_png(b)) for a, b in zip(frames, again))
