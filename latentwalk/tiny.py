@@ -76,6 +76,81 @@ def build_tiny_sdxl_pipeline(seed: int = 0, time_cond_proj_dim: int | None = Non
     )  # fmt: skip
 
 
+def t5_tokenizer():
+    """A T5 tokenizer built in code: single characters (and word starts) as its unigram vocabulary."""
+    from transformers import T5Tokenizer
+
+    chars = [chr(c) for c in range(32, 127)]
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)] + [(c, -1.0) for c in chars] + [("\u2581" + c, -1.0) for c in chars[1:]]
+    # transformers 5: no extra_ids, or it adds 100 sentinel tokens the tiny encoder has no rows for.
+    return T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
+def tiny_t5(tokenizer, d_model: int = 32):
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=d_model, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                                   pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))  # fmt: skip
+
+
+def build_tiny_sd3_pipeline(seed: int = 0):
+    """An SD 3 pipeline at toy sizes (diffusers' SD 3 tests' components, offline tokenizers)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
+
+    tokenizer, t5 = byte_level_tokenizer(), t5_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = SD3Transformer2DModel(
+            sample_size=TINY_SIZE // 8, patch_size=1, in_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=4,
+            caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64, out_channels=4,
+        )  # fmt: skip
+        text_encoder = CLIPTextModelWithProjection(clip_config(tokenizer))
+        text_encoder_2 = CLIPTextModelWithProjection(clip_config(tokenizer))
+        text_encoder_3 = tiny_t5(t5)
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(8, 16, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=8, sample_size=TINY_SIZE,
+            use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035,
+        )  # fmt: skip
+    for module in (text_encoder, text_encoder_2, text_encoder_3, transformer, vae):
+        module.eval()
+    return StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
+        text_encoder=text_encoder, text_encoder_2=text_encoder_2, text_encoder_3=text_encoder_3,
+        tokenizer=tokenizer, tokenizer_2=byte_level_tokenizer(), tokenizer_3=t5,
+    )  # fmt: skip
+
+
+def build_tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = False):
+    """A Flux pipeline at toy sizes (diffusers' Flux tests' components, offline tokenizers):
+    schnell-like, or dev-like with `guidance_embeds`. Flux's pipeline assumes 1024 px unless
+    told: pass the size."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    tokenizer, t5 = byte_level_tokenizer(), t5_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = FluxTransformer2DModel(
+            patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+            joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=[4, 4, 8], guidance_embeds=guidance_embeds,
+        )  # fmt: skip
+        text_encoder = CLIPTextModel(clip_config(tokenizer))
+        text_encoder_2 = tiny_t5(t5)
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(8, 16, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=8, sample_size=TINY_SIZE,
+            use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035,
+        )  # fmt: skip
+    for module in (text_encoder, text_encoder_2, transformer, vae):
+        module.eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
+    return FluxPipeline(
+        transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer, tokenizer_2=t5,
+    )  # fmt: skip
+
+
 def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     tokenizer = byte_level_tokenizer()
     with torch.random.fork_rng(devices=[]):

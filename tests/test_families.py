@@ -117,3 +117,58 @@ def test_sdxl_walks_through_all_three_commands_from_a_saved_folder(run, tmp_path
     run("render", "story.mp4.json", "-o", "again.mp4", "--frames-dir", "q", "-q")
     again = sorted((tmp_path / "q").glob("frame_*.png"))
     assert all(np.array_equal(read_png(a), read_png(b)) for a, b in zip(frames, again))
+
+
+def test_sd3_renders_what_its_pipeline_renders():
+    from latentwalk.tiny import build_tiny_sd3_pipeline
+
+    pipe = build_tiny_sd3_pipeline()
+    backend = Backend(pipe, "mem", CPU, torch.float32)
+    ours = backend.render(backend.noise(3, 64, 64), backend.conditioning("a red circle", "blurry"), steps=4, guidance=5.0)
+    reference = pipe("a red circle", negative_prompt="blurry", num_inference_steps=4, guidance_scale=5.0, height=64, width=64,
+                     generator=torch.Generator("cpu").manual_seed(3), output_type="np").images  # fmt: skip
+    assert np.array_equal(ours, as_uint8(reference))
+    assert backend.family.sampler_kind == "flow" and backend.default_size == (64, 64)
+
+
+@pytest.mark.parametrize("dev", [False, True])
+def test_flux_renders_what_its_pipeline_renders_at_any_aspect(dev):
+    from latentwalk.tiny import build_tiny_flux_pipeline
+
+    pipe = build_tiny_flux_pipeline(guidance_embeds=dev)
+    warnings = []
+    backend = Backend(pipe, "mem", CPU, torch.float32, warn=warnings.append)
+    ours = backend.render(backend.noise(3, 64, 48), backend.conditioning("a red circle", "blurry"), steps=4, guidance=3.5)
+    reference = pipe("a red circle", num_inference_steps=4, guidance_scale=3.5, height=48, width=64,
+                     generator=torch.Generator("cpu").manual_seed(3), output_type="np").images  # fmt: skip
+    assert np.array_equal(ours, as_uint8(reference))
+    assert warnings == ["Flux has no classifier-free guidance: the negative prompt is not used"]
+    assert set(backend.conditioning("a", "")) == {"prompt_embeds", "pooled_prompt_embeds"}
+
+
+@pytest.fixture(scope="module")
+def flow_folders(tmp_path_factory) -> dict[str, Path]:
+    from latentwalk.tiny import build_tiny_flux_pipeline, build_tiny_sd3_pipeline
+
+    root = tmp_path_factory.mktemp("flow-models")
+    folders = {"sd3": root / "sd3", "flux": root / "flux"}
+    build_tiny_sd3_pipeline(seed=3).save_pretrained(folders["sd3"])
+    build_tiny_flux_pipeline(seed=4, guidance_embeds=True).save_pretrained(folders["flux"])
+    return folders
+
+
+@pytest.mark.parametrize("family, scheduler", [("sd3", "flow-euler"), ("flux", "flow-euler"), ("flux", "flow-heun")])
+def test_flow_families_walk_through_all_three_commands(run, tmp_path, flow_folders, family, scheduler):
+    model = ["--model", flow_folders[family], "--steps", "3", "--guidance", "4", "--size", "64x48", "--scheduler", scheduler]
+    run("generate", "a red circle", "--seeds", "1,2", *model, "-o", "stills", "-q")
+    run("seed-walk", "a red circle", "--seeds", "1,2", *model, "--frames", "3", "-o", "seeds.mp4", "--frames-dir", "s", "-q")
+    frames = sorted((tmp_path / "s").glob("frame_*.png"))
+    assert len(frames) == 4 and read_png(frames[0]).shape == (48, 64, 3)
+    assert np.array_equal(read_png(frames[0]), read_png(tmp_path / "stills" / "a-red-circle-1.png"))
+    assert np.array_equal(read_png(frames[3]), read_png(tmp_path / "stills" / "a-red-circle-2.png"))
+    (tmp_path / "story.txt").write_text("a red circle | seed=2\na blue square | seed=2\n")
+    run("prompt-walk", "story.txt", *model, "--frames", "3", "-o", "story.mp4", "--frames-dir", "p", "-q")
+    frames = sorted((tmp_path / "p").glob("frame_*.png"))
+    assert len(frames) == 4 and np.array_equal(read_png(frames[0]), read_png(tmp_path / "stills" / "a-red-circle-2.png"))
+    result = run("generate", "a", *model[:2], "--scheduler", "euler", code=2)
+    assert result.output.startswith("Error: --scheduler euler does not fit ") and "use one of flow-euler, flow-heun" in result.output

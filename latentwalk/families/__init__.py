@@ -17,11 +17,13 @@ family, and neither do the schedule, placement, resume or manifests.
 from __future__ import annotations
 
 from latentwalk.errors import BadInput
+from latentwalk.families.flux import Flux
 from latentwalk.families.sd import StableDiffusion
+from latentwalk.families.sd3 import StableDiffusion3
 from latentwalk.families.sdxl import StableDiffusionXL
 
 # Most specific first.
-FAMILIES = (StableDiffusionXL, StableDiffusion)
+FAMILIES = (StableDiffusionXL, Flux, StableDiffusion3, StableDiffusion)
 
 
 def family_of(pipe, model: str):

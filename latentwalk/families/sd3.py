@@ -1,0 +1,83 @@
+"""Stable Diffusion 3 and 3.5: flow matching, a joint-attention transformer (MMDiT), three
+text encoders (two CLIP, whose pooled embeddings are joined, and T5, whose tokens follow CLIP's).
+Noise moves to the picture along straight lines; the sampler is flow-euler (or flow-heun)."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from diffusers import StableDiffusion3Pipeline
+
+from latentwalk.families.common import StepNoise, noise_from
+from latentwalk.families.sd import StableDiffusion
+
+
+class StableDiffusion3(StableDiffusion):
+    title = "SD 3"
+    pipelines = (StableDiffusion3Pipeline,)
+    sampler_kind = "flow"
+
+    @property
+    def default_size(self) -> tuple[int, int]:
+        side = self.pipe.default_sample_size * self.pipe.vae_scale_factor
+        return side, side
+
+    @property
+    def size_factor(self) -> int:
+        return self.pipe.vae_scale_factor * self.pipe.patch_size
+
+    def latent_shape(self, width: int, height: int) -> tuple[int, int, int]:
+        factor = self.pipe.vae_scale_factor
+        return (self.pipe.transformer.config.in_channels, height // factor, width // factor)
+
+    def tokenizers(self) -> list:
+        return [t for t in (self.pipe.tokenizer, self.pipe.tokenizer_2) if t is not None]
+
+    def _encode(self, text: str, negative: bool) -> dict[str, torch.Tensor]:
+        embeds, _, pooled, _ = self.pipe.encode_prompt(text, None, None, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False)
+        return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+
+    def timesteps(self, latents: torch.Tensor, steps: int) -> None:
+        self.pipe.scheduler.set_timesteps(steps, device=self.device)
+
+    @torch.inference_mode()
+    def denoise(self, noise: torch.Tensor, cond: dict[str, torch.Tensor], steps: int, guidance: float,
+                step_noise: StepNoise | None = None) -> torch.Tensor:  # fmt: skip
+        """As StableDiffusion3Pipeline.__call__ does for prompt embeddings and latents given."""
+        pipe, scheduler = self.pipe, self.pipe.scheduler
+        latents = noise.to(self.device, self.dtype)
+        self.timesteps(latents, steps)
+        guided = guidance > 1.0
+        text, pooled = cond["prompt_embeds"], cond["pooled_prompt_embeds"]
+        if guided:
+            text = torch.cat([cond["negative_prompt_embeds"], text])
+            pooled = torch.cat([cond["negative_pooled_prompt_embeds"], pooled])
+        text, pooled = text.to(self.device, self.dtype), pooled.to(self.device, self.dtype)
+        options = {}
+        if step_noise is None and "generator" in inspect.signature(scheduler.step).parameters:
+            options["generator"] = torch.Generator("cpu").manual_seed(0)
+        for step, t in enumerate(scheduler.timesteps):
+            model_input = torch.cat([latents] * 2) if guided else latents
+            velocity = pipe.transformer(hidden_states=model_input, timestep=t.expand(model_input.shape[0]),
+                                        encoder_hidden_states=text, pooled_projections=pooled, return_dict=False)[0]  # fmt: skip
+            if guided:
+                uncond, conditioned = velocity.chunk(2)
+                velocity = uncond + guidance * (conditioned - uncond)
+            with noise_from(scheduler, step_noise, step):
+                latents = scheduler.step(velocity, t, latents, **options, return_dict=False)[0]
+        return latents
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.pipe.vae
+        latents = latents / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)
+        images = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
+        images = (images.float() / 2 + 0.5).clamp(0, 1)
+        return (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+    def denoiser(self) -> torch.nn.Module:
+        return self.pipe.transformer
+
+    def set_denoiser(self, module) -> None:
+        self.pipe.transformer = module
