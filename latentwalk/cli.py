@@ -48,7 +48,7 @@ app = typer.Typer(
 Model = Annotated[Optional[str], typer.Option("--model", "-m", help="Hub id (org/name), local diffusers folder, .safetensors file, builtin:shapes or builtin:tiny. [default: builtin:tiny]", show_default=False)]
 Revision = Annotated[Optional[str], typer.Option("--revision", help="Branch, tag or commit of a hub --model. [default: main]", show_default=False)]
 AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle weights (.ckpt, .bin, .pt), which can run code when loaded. Only for sources you trust.")]
-Preset = Annotated[Optional[str], typer.Option("--preset", "-p", help="Preset name (shapes, tiny, sd15, sd-turbo) or path to a .toml file; flags override it.")]
+Preset = Annotated[Optional[str], typer.Option("--preset", "-p", help="Preset name (shapes, tiny, sd15, sd-turbo, sdxl, sdxl-turbo, lcm, sd3, flux-schnell, flux-dev) or path to a .toml file; flags override it.")]
 Steps = Annotated[Optional[int], typer.Option("--steps", help="Denoising steps. [default: 25]", show_default=False)]
 Guidance = Annotated[Optional[float], typer.Option("--guidance", "-g", help="Classifier-free guidance scale; 1 or less turns it off. [default: 7.5]", show_default=False)]
 Size = Annotated[Optional[str], typer.Option("--size", help="WIDTHxHEIGHT or one side for a square, multiples of 8. [default: the model's]", show_default=False)]

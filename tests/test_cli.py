@@ -188,7 +188,7 @@ BAD_INPUTS = [
     (["generate", "x", "--seeds", "1,2,1"], "--seeds lists 1 more than once"),
     (["generate", "x", "--steps", "0"], "--steps must be greater than 0"),
     (["generate", "   "], "the prompt is empty"),
-    (["generate", "x", "--preset", "nope"], "unknown preset 'nope' (presets: sd-turbo, sd15, shapes, tiny"),
+    (["generate", "x", "--preset", "nope"], "unknown preset 'nope' (presets: flux-dev, flux-schnell, lcm, sd-turbo, sd15, sd3, sdxl, sdxl-turbo, shapes, tiny"),
     (["generate", "x", "--preset", "broken.toml"], "preset 'broken.toml' is not valid TOML"),
     (["generate", "x", "--preset", "typo.toml"], "preset 'typo.toml': unknown key 'stpes'"),
     (["generate", "x", "--model", "no/such/model"], "--model 'no/such/model': no such file or folder"),

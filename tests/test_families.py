@@ -172,3 +172,27 @@ def test_flow_families_walk_through_all_three_commands(run, tmp_path, flow_folde
     assert len(frames) == 4 and np.array_equal(read_png(frames[0]), read_png(tmp_path / "stills" / "a-red-circle-2.png"))
     result = run("generate", "a", *model[:2], "--scheduler", "euler", code=2)
     assert result.output.startswith("Error: --scheduler euler does not fit ") and "use one of flow-euler, flow-heun" in result.output
+
+
+def test_every_shipped_preset_loads_and_names_a_sampler_of_its_family():
+    from latentwalk.job import resolve_settings
+    from latentwalk.presets import shipped
+
+    flow = {"sd3", "flux-schnell", "flux-dev"}
+    assert {"sdxl", "sdxl-turbo", "lcm", "sd3", "flux-schnell", "flux-dev"} <= set(shipped())
+    for name in shipped():
+        settings = resolve_settings(name)
+        kind = SAMPLERS[settings.scheduler if settings.scheduler != "dpm++" else "dpm++-2m"].kind
+        assert kind == ("flow" if name in flow else "noise"), name
+
+
+def test_a_latent_consistency_pipeline_is_the_sd_family(saved_model):
+    """LCM Dreamshaper ships as LatentConsistencyModelPipeline: same parts, guidance embedded."""
+    from diffusers import LatentConsistencyModelPipeline
+
+    sd = load_pipeline(str(saved_model), torch.float32)
+    lcm = LatentConsistencyModelPipeline(vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=sd.unet,
+                                         scheduler=sd.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)  # fmt: skip
+    backend = Backend(lcm, "lcm", CPU, torch.float32, scheduler="lcm")
+    assert backend.family.title == "Stable Diffusion 1.x/2.x" and backend.scheduler_name == "LCMScheduler"
+    assert backend.render(backend.noise(1, 64, 64), backend.conditioning("a", ""), 2, 1.0).shape == (1, 64, 64, 3)

@@ -8,14 +8,14 @@ import inspect
 from typing import Callable
 
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import LatentConsistencyModelPipeline, StableDiffusionPipeline
 
 from latentwalk.families.common import StepNoise, noise_from
 
 
 class StableDiffusion:
     title = "Stable Diffusion 1.x/2.x"
-    pipelines: tuple[type, ...] = (StableDiffusionPipeline,)
+    pipelines: tuple[type, ...] = (StableDiffusionPipeline, LatentConsistencyModelPipeline)
     sampler_kind = "noise"
     constant: frozenset[str] = frozenset()  # every conditioning tensor moves with the walk
 
