@@ -118,18 +118,9 @@ def load_pipeline(model: str, dtype: torch.dtype, revision: str | None = None, a
 
 
 def single_file_class(path: Path):
-    """SDXL or SD 1/2, from the checkpoint's keys: only SDXL has a second text encoder
-    (conditioner.embedders.1) in the original layout."""
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors import safe_open
+    from latentwalk.catalog import single_file_pipeline
 
-            with safe_open(str(path), "pt") as f:
-                if any(key.startswith("conditioner.embedders.1.") for key in f.keys()):
-                    return StableDiffusionXLPipeline
-        except Exception:  # noqa: BLE001 - not readable as safetensors: the loader says why
-            pass
-    return StableDiffusionPipeline
+    return getattr(diffusers, single_file_pipeline(path))
 
 
 def pickle_only_weights(folder: Path) -> list[str]:

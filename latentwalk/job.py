@@ -23,8 +23,8 @@ from latentwalk.schedulers import canonical
 DEFAULTS = dict(
     model="builtin:tiny",
     revision=None,  # hub models: branch, tag or commit
-    steps=25,
-    guidance=7.5,
+    steps=None,  # the model family's (catalog.py)
+    guidance=None,
     size=None,  # the model's native size
     scheduler=None,  # the model's own
     negative="",
@@ -57,11 +57,18 @@ class Settings:
 
 
 def resolve_settings(preset: str | None, **flags) -> Settings:
-    """Defaults, then the preset, then the flags given; every value checked."""
+    """Defaults, then the preset, then the flags given; steps and guidance that none of them
+    sets come from the model's family. Every value checked."""
     values = dict(DEFAULTS)
     if preset is not None:
         values.update(load_preset(preset))
     values.update({key: value for key, value in flags.items() if value is not None})
+    if values["steps"] is None or values["guidance"] is None:
+        from latentwalk.catalog import defaults
+
+        steps, guidance = defaults(values["model"], values["revision"])
+        values["steps"] = steps if values["steps"] is None else values["steps"]
+        values["guidance"] = guidance if values["guidance"] is None else values["guidance"]
     check_positive("--steps", values["steps"], limit=1000)
     check_positive("--fps", values["fps"], limit=240)
     check_positive("--frames", values["frames"])

@@ -333,7 +333,7 @@ def test_a_prompt_past_the_token_limit_warns_with_the_dropped_words(cli):
     prompt = "a castle on a hill " * 8 + "with a red dragon"
     result = cli("generate", prompt, *FAST, "-o", "long.png")
     warning = next(line for line in result.stderr.splitlines() if "tokens" in line)
-    assert warning.startswith("Warning: prompt is longer than the text encoder's 77 tokens; dropped: ")
+    assert warning.startswith("Warning: prompt is longer than the CLIP text encoder's 77 tokens; dropped: ")
     assert warning.endswith("with a red dragon'")
 
 

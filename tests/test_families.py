@@ -196,3 +196,29 @@ def test_a_latent_consistency_pipeline_is_the_sd_family(saved_model):
     backend = Backend(lcm, "lcm", CPU, torch.float32, scheduler="lcm")
     assert backend.family.title == "Stable Diffusion 1.x/2.x" and backend.scheduler_name == "LCMScheduler"
     assert backend.render(backend.noise(1, 64, 64), backend.conditioning("a", ""), 2, 1.0).shape == (1, 64, 64, 3)
+
+
+def test_steps_and_guidance_default_to_the_model_family_s(sdxl_folder, flow_folders, saved_model):
+    from latentwalk.job import resolve_settings
+
+    assert (resolve_settings(None).steps, resolve_settings(None).guidance) == (25, 7.5)
+    assert (resolve_settings(None, model=str(saved_model)).steps, resolve_settings(None, model=str(saved_model)).guidance) == (25, 7.5)
+    sdxl = resolve_settings(None, model=str(sdxl_folder))
+    assert (sdxl.steps, sdxl.guidance) == (30, 5.0)
+    flux = resolve_settings(None, model=str(flow_folders["flux"]))  # guidance embedded: dev
+    assert (flux.steps, flux.guidance) == (28, 3.5)
+    sd3 = resolve_settings(None, model=str(flow_folders["sd3"]), steps=3)  # a flag wins
+    assert (sd3.steps, sd3.guidance) == (3, 7.0)
+    assert resolve_settings("sd-turbo").steps == 2  # so does a preset
+
+
+def test_long_prompts_warn_once_per_encoder_that_drops_words():
+    from latentwalk.tiny import build_tiny_flux_pipeline
+
+    warnings = []
+    backend = Backend(build_tiny_flux_pipeline(), "mem", CPU, torch.float32, warn=warnings.append)
+    backend.conditioning("a castle " * 10 + "with dragons", "")  # byte-level CLIP: 100 tokens; T5 reads them all
+    assert len(warnings) == 1 and warnings[0].startswith("prompt is longer than the CLIP text encoder's 77 tokens; dropped: ")
+    backend.conditioning("a tower " * 100 + "at dusk", "")  # about 700 T5 tokens: T5 drops the end too
+    assert len(warnings) == 3 and warnings[2].startswith("prompt is longer than the T5 text encoder's 512 tokens; dropped: ")
+    assert "dusk" in warnings[2]

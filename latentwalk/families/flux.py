@@ -36,8 +36,10 @@ class Flux(StableDiffusion3):
         factor = self.pipe.vae_scale_factor
         return (self.pipe.transformer.config.in_channels // 4, 2 * (height // (factor * 2)), 2 * (width // (factor * 2)))
 
-    def tokenizers(self) -> list:
-        return [self.pipe.tokenizer]
+    t5_tokens = 512
+
+    def t5_tokenizer(self):
+        return self.pipe.tokenizer_2
 
     def conditioning(self, prompt: str, negative: str) -> dict[str, torch.Tensor]:
         if negative and not getattr(self, "_told", False):

@@ -63,17 +63,20 @@ class StableDiffusion:
         embeds, _ = self.pipe.encode_prompt(text, self.device, 1, False)
         return {"prompt_embeds": embeds}
 
-    def tokenizers(self) -> list:
-        return [self.pipe.tokenizer]
+    def tokenizers(self) -> list[tuple[str, object, int]]:
+        """(encoder name, tokenizer, tokens it reads) for the truncation warning."""
+        return [("CLIP", self.pipe.tokenizer, self.pipe.tokenizer.model_max_length)]
 
     def _warn_if_truncated(self, text: str) -> None:
-        for tokenizer in self.tokenizers():
+        """One warning per encoder that drops words, naming them (CLIP reads 77 tokens, T5 in
+        SD 3 256 and in Flux 512)."""
+        for name, tokenizer, limit in self.tokenizers():
+            if tokenizer is None:
+                continue
             ids = tokenizer(text, truncation=False).input_ids
-            limit = tokenizer.model_max_length
             if len(ids) > limit:
                 dropped = tokenizer.decode(ids[limit - 1 : -1]).strip()
-                self.warn(f"prompt is longer than the text encoder's {limit} tokens; dropped: {dropped!r}")
-                return
+                self.warn(f"prompt is longer than the {name} text encoder's {limit} tokens; dropped: {dropped!r}")
 
     # ---- Sampling --------------------------------------------------------------------------------
 

@@ -31,8 +31,14 @@ class StableDiffusion3(StableDiffusion):
         factor = self.pipe.vae_scale_factor
         return (self.pipe.transformer.config.in_channels, height // factor, width // factor)
 
-    def tokenizers(self) -> list:
-        return [t for t in (self.pipe.tokenizer, self.pipe.tokenizer_2) if t is not None]
+    # T5 reads this many tokens (the pipeline's max_sequence_length default).
+    t5_tokens = 256
+
+    def tokenizers(self) -> list[tuple[str, object, int]]:
+        return [("CLIP", self.pipe.tokenizer, self.pipe.tokenizer.model_max_length), ("T5", self.t5_tokenizer(), self.t5_tokens)]
+
+    def t5_tokenizer(self):
+        return self.pipe.tokenizer_3
 
     def _encode(self, text: str, negative: bool) -> dict[str, torch.Tensor]:
         embeds, _, pooled, _ = self.pipe.encode_prompt(text, None, None, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False)

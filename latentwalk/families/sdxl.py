@@ -19,8 +19,10 @@ class StableDiffusionXL(StableDiffusion):
         side = self.pipe.default_sample_size * self.pipe.vae_scale_factor
         return side, side
 
-    def tokenizers(self) -> list:
-        return [t for t in (self.pipe.tokenizer, self.pipe.tokenizer_2) if t is not None]
+    def tokenizers(self) -> list[tuple[str, object, int]]:
+        # Both CLIP encoders read the same 77 tokens: one warning says it.
+        tokenizer = self.pipe.tokenizer or self.pipe.tokenizer_2
+        return [("CLIP", tokenizer, tokenizer.model_max_length)]
 
     def _encode(self, text: str, negative: bool) -> dict[str, torch.Tensor]:
         """Token embeddings and pooled embedding; both move with the walk (the pooled one is
