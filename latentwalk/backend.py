@@ -117,6 +117,45 @@ def load_pipeline(model: str, dtype: torch.dtype, revision: str | None = None, a
     raise BadInput(f"--model {model!r}: no such file or folder, and not a hub id like org/name")
 
 
+def apply_vae(pipe: DiffusionPipeline, vae: str | None, dtype: torch.dtype, allow_pickle: bool = False) -> None:
+    """Swap the model's VAE for another (a fine-tuned decoder, as many SDXL fine-tunes ship)."""
+    if vae is None:
+        return
+    from diffusers import AutoencoderKL
+
+    path = Path(vae)
+    if path.suffix in PICKLE_SUFFIXES and not allow_pickle:
+        raise BadInput(f"--vae {vae!r} is a pickle file, which can run arbitrary code when loaded; pass --allow-pickle if you trust it")
+    loader = AutoencoderKL.from_pretrained if path.is_dir() else AutoencoderKL.from_single_file
+    pipe.vae = _load(vae, loader, vae, torch_dtype=dtype)
+
+
+def apply_loras(pipe: DiffusionPipeline, loras: list, allow_pickle: bool = False) -> None:
+    """Load each LoRA as an adapter at its scale, then fuse them into the weights (no cost per
+    step). Needs peft, the extra latentwalk[lora]."""
+    if not loras:
+        return
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise BadInput("--lora needs peft, which is not installed: pip install 'latentwalk[lora]'") from None
+    if not hasattr(pipe, "load_lora_weights"):
+        raise BadInput(f"--lora: a {type(pipe).__name__} takes no LoRA")
+    names = []
+    for i, (path, scale) in enumerate(loras):
+        if Path(path).suffix in PICKLE_SUFFIXES and not allow_pickle:
+            raise BadInput(f"--lora {path!r} is a pickle file, which can run arbitrary code when loaded; pass --allow-pickle if you trust it")
+        name = f"lora{i}"
+        try:
+            pipe.load_lora_weights(path, adapter_name=name)
+        except Exception as e:  # noqa: BLE001 - wrong family, wrong file: one line
+            raise BadInput(f"--lora {path!r} does not fit this model ({first_line(e)})") from e
+        names.append(name)
+    pipe.set_adapters(names, adapter_weights=[scale for _, scale in loras])
+    pipe.fuse_lora(adapter_names=names, lora_scale=1.0)
+    pipe.unload_lora_weights()  # the fused weights stay; the adapters' copies go
+
+
 def single_file_class(path: Path):
     from latentwalk.catalog import single_file_pipeline
 

@@ -47,6 +47,8 @@ app = typer.Typer(
 # ---- Options shared by several commands, defined once ---------------------------------------------
 Model = Annotated[Optional[str], typer.Option("--model", "-m", help="Hub id (org/name), local diffusers folder, .safetensors file, builtin:shapes or builtin:tiny. [default: builtin:tiny]", show_default=False)]
 Revision = Annotated[Optional[str], typer.Option("--revision", help="Branch, tag or commit of a hub --model. [default: main]", show_default=False)]
+Lora = Annotated[Optional[list[str]], typer.Option("--lora", help="LoRA weights fused into the model, PATH[:SCALE] (scale 1 by default); repeat for several. Needs latentwalk[lora].", show_default=False)]
+Vae = Annotated[Optional[str], typer.Option("--vae", help="A VAE to use instead of the model's: a diffusers folder or a .safetensors file.", show_default=False)]
 AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle weights (.ckpt, .bin, .pt), which can run code when loaded. Only for sources you trust.")]
 Preset = Annotated[Optional[str], typer.Option("--preset", "-p", help="Preset name (shapes, tiny, sd15, sd-turbo, sdxl, sdxl-turbo, lcm, sd3, flux-schnell, flux-dev) or path to a .toml file; flags override it.")]
 Steps = Annotated[Optional[int], typer.Option("--steps", help="Denoising steps. [default: the model family's: 25 for SD 1/2, 30 SDXL, 28 SD 3, 4 LCM and Flux schnell, 28 Flux dev]", show_default=False)]
@@ -143,6 +145,8 @@ def generate(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs (created if missing), or a .png file name.")] = Path("."),
     model: Model = None,
     revision: Revision = None,
+    lora: Lora = None,
+    vae: Vae = None,
     preset: Preset = None,
     steps: Steps = None,
     guidance: Guidance = None,
@@ -170,7 +174,7 @@ def generate(
     """
     with one_line_errors():
         settings = resolve_settings(
-            preset, model=model, revision=revision, steps=steps, guidance=guidance, size=size,
+            preset, model=model, revision=revision, lora=lora, vae=vae, steps=steps, guidance=guidance, size=size,
             negative=negative, scheduler=scheduler, device=device, dtype=dtype, batch_size=batch_size,
         )  # fmt: skip
         check_prompt(prompt)
@@ -206,6 +210,8 @@ def seed_walk(
     on_beats: OnBeats = None,
     model: Model = None,
     revision: Revision = None,
+    lora: Lora = None,
+    vae: Vae = None,
     preset: Preset = None,
     steps: Steps = None,
     guidance: Guidance = None,
@@ -235,7 +241,7 @@ def seed_walk(
     """
     with one_line_errors():
         settings = resolve_settings(
-            preset, model=model, revision=revision, steps=steps, guidance=guidance, size=size,
+            preset, model=model, revision=revision, lora=lora, vae=vae, steps=steps, guidance=guidance, size=size,
             negative=negative, scheduler=scheduler, device=device, dtype=dtype, batch_size=batch_size,
             fps=fps, frames=frames, crf=crf, ease=ease,
         )  # fmt: skip
@@ -273,6 +279,8 @@ def prompt_walk(
     on_beats: OnBeats = None,
     model: Model = None,
     revision: Revision = None,
+    lora: Lora = None,
+    vae: Vae = None,
     preset: Preset = None,
     steps: Steps = None,
     guidance: Guidance = None,
@@ -314,7 +322,7 @@ def prompt_walk(
     """
     with one_line_errors():
         settings = resolve_settings(
-            preset, model=model, revision=revision, steps=steps, guidance=guidance, size=size,
+            preset, model=model, revision=revision, lora=lora, vae=vae, steps=steps, guidance=guidance, size=size,
             negative=negative, scheduler=scheduler, device=device, dtype=dtype, batch_size=batch_size,
             fps=fps, frames=frames, crf=crf, ease=ease,
         )  # fmt: skip

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ DEFAULTS = dict(
     ease="linear",
     device="auto",
     dtype=None,
+    lora=(),  # [(absolute path, scale)]: LoRA weights fused into the model, in order
+    vae=None,  # a VAE replacing the model's: a diffusers folder or a .safetensors file
 )
 
 
@@ -54,6 +57,8 @@ class Settings:
     ease: str
     device: str
     dtype: str | None
+    lora: list = field(default_factory=list)
+    vae: str | None = None
 
 
 def resolve_settings(preset: str | None, **flags) -> Settings:
@@ -83,7 +88,39 @@ def resolve_settings(preset: str | None, **flags) -> Settings:
         values["size"] = parse_size(str(values["size"]))
     if values["scheduler"] is not None:
         canonical(values["scheduler"])  # a typo costs milliseconds, not a model load
+    values["lora"] = [parse_lora(item) if isinstance(item, str) else [str(item[0]), float(item[1])] for item in values["lora"]]
+    if values["vae"] is not None:
+        values["vae"] = check_weights(str(values["vae"]), "--vae", folder=True)
     return Settings(**values)
+
+
+def parse_lora(text: str) -> list:
+    """--lora PATH[:SCALE] (scale 1 by default): [absolute path, scale], the file checked."""
+    path, scale = text, 1.0
+    head, sep, tail = text.rpartition(":")
+    if sep and head:
+        try:
+            scale = float(tail)
+            path = head
+        except ValueError:
+            pass  # a colon in the path itself
+    if not math.isfinite(scale) or not -10 <= scale <= 10:
+        raise BadInput(f"--lora {text!r}: the scale must be a number from -10 to 10")
+    return [check_weights(path, "--lora"), scale]
+
+
+def check_weights(path: str, option: str, folder: bool = False) -> str:
+    """A local weights file (or a diffusers folder, where allowed), as an absolute path."""
+    where = Path(path).expanduser()
+    if folder and where.is_dir():
+        if not (where / "config.json").is_file():
+            raise BadInput(f"{option} {path!r} is a folder but not a diffusers model (no config.json)")
+        return str(where.resolve())
+    if not where.is_file():
+        raise BadInput(f"{option} {path!r} does not exist" if not where.exists() else f"{option} {path!r} is not a file")
+    if where.suffix not in (".safetensors", ".bin", ".pt", ".ckpt", ".pth"):
+        raise BadInput(f"{option} {path!r}: expected a .safetensors file" + (" or a diffusers folder" if folder else ""))
+    return str(where.resolve())
 
 
 @dataclass

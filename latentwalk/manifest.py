@@ -135,6 +135,11 @@ def build(job: Job, resolved: dict[str, Any], output: Path, timings: dict[str, f
         "job": job.to_dict(),
         "resolved": resolved,
         "model": model_identity(job.settings.model, job.settings.revision),
+        # LoRAs and a replacement VAE, by content: a re-render checks they are the same files.
+        "weights": {
+            "lora": [{"path": path, "scale": scale, "sha256": content_hash(path)} for path, scale in job.settings.lora],
+            "vae": None if job.settings.vae is None else {"path": job.settings.vae, "sha256": content_hash(job.settings.vae)},
+        },
         "versions": versions(),
         "timings": {phase: round(seconds, 3) for phase, seconds in timings.items()},
         # A walk's placement and smoothness: keyframe_frames, renders, smoothness, discontinuities.
@@ -200,6 +205,13 @@ def to_job(manifest: dict, path: Path, device: str | None = None) -> Job:
         job.settings.revision = model["revision"]
     if name in models.FOLDERS and model.get("sha256") not in (None, content_hash(str(models.folder(name)))):
         raise BadInput(f"{name} has changed since the manifest was written (its weights' sha256 differs; latentwalk {manifest['versions'].get('latentwalk')} made it)")
+    weights = manifest.get("weights") or {}
+    for entry in [*(weights.get("lora") or []), *filter(None, [weights.get("vae")])]:
+        path = entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(path, str) or not Path(path).exists():
+            raise BadInput(f"the manifest's weights {path!r} are not here")
+        if content_hash(path) != entry.get("sha256"):
+            raise BadInput(f"weights {path!r} have changed since the manifest was written (their sha256 differs)")
     if model.get("kind") in ("folder", "file"):
         if model_kind(name) not in ("folder", "file"):
             raise BadInput(f"the manifest's model {name!r} is not here")

@@ -109,6 +109,8 @@ def run(job: Job, sink, options: Options, warn: Callable[[str], None], texts: Te
             "device": device.type,
             "dtype": str(dtype).removeprefix("torch."),
             "model": manifest.model_fingerprint(job.settings.model, job.settings.revision),
+            # A changed LoRA or VAE file changes the pixels: its stamp is in the key too.
+            "weights": [manifest.model_fingerprint(path, None) for path in [*(p for p, _ in job.settings.lora), *filter(None, [job.settings.vae])]],
             "versions": {k: v for k, v in manifest.versions().items() if k != "python"},
         }
         key = job_key(job, identity)
@@ -230,11 +232,13 @@ def load_backend(job: Job, device, dtype, options: Options, timings: dict, warn,
     """Load the model (diffusers is imported only now, after every cheap check). Returns the
     backend, the frame size and the batch size: the one given, else the one an interrupted run
     used (so resumed frames match it bit for bit), else one that fits the device."""
-    from latentwalk.backend import Backend, auto_batch_size, load_pipeline
+    from latentwalk.backend import Backend, apply_loras, apply_vae, auto_batch_size, load_pipeline
 
     settings, engine = job.settings, job.engine
     started = time.perf_counter()
     pipe = load_pipeline(settings.model, dtype, settings.revision, options.allow_pickle)
+    apply_vae(pipe, settings.vae, dtype, options.allow_pickle)
+    apply_loras(pipe, settings.lora, options.allow_pickle)
     backend = Backend(pipe, settings.model, device, dtype, scheduler=settings.scheduler, warn=warn)
     width, height = settings.size or backend.default_size
     backend.check_size(width, height)

@@ -222,3 +222,54 @@ def test_long_prompts_warn_once_per_encoder_that_drops_words():
     backend.conditioning("a tower " * 100 + "at dusk", "")  # about 700 T5 tokens: T5 drops the end too
     assert len(warnings) == 3 and warnings[2].startswith("prompt is longer than the T5 text encoder's 512 tokens; dropped: ")
     assert "dusk" in warnings[2]
+
+
+@pytest.fixture(scope="module")
+def lora_file(tmp_path_factory, saved_model) -> Path:
+    """A tiny LoRA for the saved tiny model, written the way diffusers' trainers write one."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = load_pipeline(str(saved_model), torch.float32)
+    torch.manual_seed(7)
+    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False))
+    folder = tmp_path_factory.mktemp("lora")
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers, safe_serialization=True)
+    return folder / "pytorch_lora_weights.safetensors"
+
+
+def test_loras_and_a_vae_change_the_pictures_and_the_manifest_checks_them(run, tmp_path, saved_model, lora_file):
+    from latentwalk.tiny import build_tiny_pipeline
+
+    build_tiny_pipeline(seed=5).vae.save_pretrained(tmp_path / "vae")
+    model = ["--model", saved_model, "--steps", "3"]
+    run("generate", "a castle", *model, "-o", "plain.png", "-q")
+    run("generate", "a castle", *model, "--lora", f"{lora_file}:0", "-o", "zero.png", "-q")
+    run("generate", "a castle", *model, "--lora", f"{lora_file}:0.8", "-o", "lora.png", "-q")
+    run("generate", "a castle", *model, "--vae", tmp_path / "vae", "-o", "vae.png", "-q")
+    plain = read_png(tmp_path / "plain.png")
+    assert np.array_equal(read_png(tmp_path / "zero.png"), plain)  # scale 0: no change at all
+    assert np.abs(read_png(tmp_path / "lora.png").astype(int) - plain).mean() > 1
+    assert np.abs(read_png(tmp_path / "vae.png").astype(int) - plain).mean() > 1
+    manifest = json.loads((tmp_path / "lora.png.json").read_text())
+    assert manifest["job"]["settings"]["lora"] == [[str(lora_file), 0.8]] and manifest["weights"]["lora"][0]["sha256"]
+    run("render", "lora.png.json", "-o", "again.png", "-q")
+    assert np.array_equal(read_png(tmp_path / "again.png"), read_png(tmp_path / "lora.png"))
+    bad = run("generate", "a", *model, "--lora", "missing.safetensors", code=2)
+    assert bad.output == "Error: --lora 'missing.safetensors' does not exist\n"
+    bad = run("generate", "a", *model, "--lora", f"{lora_file}:x2", code=2)
+    assert bad.output == f"Error: --lora '{lora_file}:x2' does not exist\n"
+    bad = run("generate", "a", *model, "--lora", f"{lora_file}:99", code=2)
+    assert bad.output == f"Error: --lora '{lora_file}:99': the scale must be a number from -10 to 10\n"
+    # The manifest checks its weights are the same files.
+    import shutil
+
+    mine = tmp_path / "mine.safetensors"
+    shutil.copy(lora_file, mine)
+    run("generate", "a castle", *model, "--lora", mine, "-o", "mine.png", "-q")
+    mine.write_bytes(mine.read_bytes() + b" ")
+    bad = run("render", "mine.png.json", "-o", "mine2.png", code=2)
+    assert bad.output == f"Error: weights {str(mine)!r} have changed since the manifest was written (their sha256 differs)\n"
