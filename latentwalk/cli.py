@@ -439,6 +439,53 @@ def inspect(
 
 
 @app.command()
+def doctor(
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object: ok and every check.")] = False,
+) -> None:
+    """Check this machine for rendering: torch and its devices (GPUs, memory, float16 and
+    bfloat16), diffusers, the bundled ffmpeg and its encoders, the extras, the caches. Exits 1
+    when something a render needs is broken.
+    """
+    from latentwalk.doctor import doctor as check
+
+    with one_line_errors():
+        report_ = check()
+        if json_out:
+            typer.echo(json.dumps(report_))
+        else:
+            width = max(len(c["name"]) for c in report_["checks"])
+            for c in report_["checks"]:
+                mark = "ok" if c["ok"] else ("BROKEN" if c["needed"] else "no")
+                typer.echo(f"{c['name'].ljust(width)}  {mark:<6}  {c['detail']}")
+            typer.echo("Everything a render needs works." if report_["ok"] else "Something a render needs is broken (BROKEN above).")
+        if not report_["ok"]:
+            raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command()
+def models(
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object per model.")] = False,
+) -> None:
+    """List the models in the local Hugging Face cache (what --model can name offline), with
+    their family and size on disk.
+    """
+    from latentwalk.doctor import hub_cache, scan_models
+
+    with one_line_errors():
+        found = scan_models()
+        if json_out:
+            for entry in found:
+                typer.echo(json.dumps(entry))
+            return
+        if not found:
+            typer.echo(f"No models in {str(hub_cache())!r}.")
+            return
+        width = max(len(e["model"]) for e in found)
+        for e in found:
+            typer.echo(f"{e['model'].ljust(width)}  {e['family']:<18}  {e['bytes'] / 1e9:7.2f} GB")
+
+
+@app.command()
 def clean(
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Only list what would be removed.")] = False,
     older_than: Annotated[float, typer.Option("--older-than", help="Only work directories untouched for this many hours.")] = 0.0,

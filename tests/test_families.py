@@ -273,3 +273,44 @@ def test_loras_and_a_vae_change_the_pictures_and_the_manifest_checks_them(run, t
     mine.write_bytes(mine.read_bytes() + b" ")
     bad = run("render", "mine.png.json", "-o", "mine2.png", code=2)
     assert bad.output == f"Error: weights {str(mine)!r} have changed since the manifest was written (their sha256 differs)\n"
+
+
+def test_a_turbo_style_render_takes_one_step_without_guidance():
+    """SDXL-Turbo: euler-a, 1 step, guidance 0 (no second pass)."""
+    pipe = build_tiny_sdxl_pipeline(seed=4)
+    backend = Backend(pipe, "mem", CPU, torch.float32, scheduler="euler-a")
+    calls = []
+    pipe.unet.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    ours = backend.render(backend.noise(2, 64, 64), backend.conditioning("a boat", ""), steps=1, guidance=0.0)
+    assert calls == [1]  # one row: no unconditional half
+    reference = pipe("a boat", num_inference_steps=1, guidance_scale=0.0, height=64, width=64,
+                     generator=torch.Generator("cpu").manual_seed(2), output_type="np").images  # fmt: skip
+    assert np.array_equal(ours, as_uint8(reference))
+
+
+def test_doctor_reports_what_renders_need_and_models_lists_the_cache(run, tmp_path, sdxl_folder, monkeypatch):
+    import shutil
+
+    import latentwalk.doctor
+
+    found = json.loads(run("doctor", "--json").stdout)
+    checks = {c["name"]: c for c in found["checks"]}
+    assert found["ok"] is True and checks["torch"]["ok"] and checks["ffmpeg"]["ok"] and checks["encoder libx264"]["ok"]
+    assert checks["extra audio"]["ok"] and checks["extra lora"]["ok"] and "cuda" in checks
+    table = run("doctor").stdout
+    assert table.splitlines()[-1] == "Everything a render needs works."
+    # A broken necessity is exit 1, with the reason.
+    monkeypatch.setattr(latentwalk.doctor, "ffmpeg", lambda add: add("ffmpeg", False, "the bundled ffmpeg does not run: gone", needed=True))
+    broken = run("doctor", code=1).stdout
+    assert "BROKEN" in broken and broken.splitlines()[-1] == "Something a render needs is broken (BROKEN above)."
+    # models: the hub cache's diffusion models, with their family.
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(latentwalk.doctor, "hub_cache", lambda: hub)
+    assert run("models").stdout == f"No models in {str(hub)!r}.\n"
+    repo = hub / "models--someone--tiny-sdxl"
+    shutil.copytree(sdxl_folder, repo / "snapshots" / ("0" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    listed = [json.loads(line) for line in run("models", "--json").stdout.splitlines()]
+    assert [(m["model"], m["family"]) for m in listed] == [("someone/tiny-sdxl", "SDXL")] and listed[0]["bytes"] > 0
+    assert run("models").stdout.startswith("someone/tiny-sdxl  SDXL")
