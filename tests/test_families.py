@@ -314,3 +314,16 @@ def test_doctor_reports_what_renders_need_and_models_lists_the_cache(run, tmp_pa
     listed = [json.loads(line) for line in run("models", "--json").stdout.splitlines()]
     assert [(m["model"], m["family"]) for m in listed] == [("someone/tiny-sdxl", "SDXL")] and listed[0]["bytes"] > 0
     assert run("models").stdout.startswith("someone/tiny-sdxl  SDXL")
+
+
+def test_a_v_prediction_model_renders_what_its_pipeline_renders(saved_model):
+    """SD 2.x predicts v, as its scheduler's config says; the loop follows the scheduler."""
+    from diffusers import DDIMScheduler
+
+    pipe = load_pipeline(str(saved_model), torch.float32)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    backend = Backend(pipe, "v", CPU, torch.float32)
+    ours = backend.render(backend.noise(4, 64, 64), backend.conditioning("a hill", "fog"), steps=3, guidance=6.0)
+    reference = pipe("a hill", negative_prompt="fog", num_inference_steps=3, guidance_scale=6.0,
+                     generator=torch.Generator("cpu").manual_seed(4), output_type="np").images  # fmt: skip
+    assert np.array_equal(ours, as_uint8(reference))

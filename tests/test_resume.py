@@ -168,7 +168,8 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_lives(tmp_pa
     # Dead holders leave their lock files, but not their locks.
     first.kill(), first.communicate()
     assert (tmp_path / ".walk.mp4.lock").exists()
-    finish([*WALK, "-o", "walk.mp4"], tmp_path, cache)
+    # (A cheap job: what matters is that the dead holder's lock does not stop it.)
+    run_cli(*WALK, "--steps", "2", "-o", "walk.mp4", "-q", cwd=tmp_path, env={"LATENTWALK_CACHE": str(cache)})
     assert (tmp_path / "walk.mp4").exists() and not (tmp_path / ".walk.mp4.lock").exists()
 
 
@@ -275,19 +276,19 @@ def test_an_audio_walk_killed_mid_render_resumes_to_identical_frames_and_sound(t
     from latentwalk.audio import click_track, write_wav
 
     write_wav(tmp_path / "clicks.wav", click_track([0.3, 0.7, 1.45, 1.8], 2.5))
-    args = [*WALK[:3], "1,2", *WALK[6:], "--audio", "clicks.wav", "--audio-start", "0.5", "--fps", "8"]
+    args = [*WALK[:3], "1,2", *WALK[6:], "--audio", "clicks.wav", "--audio-start", "0.5", "--audio-duration", "1.5", "--fps", "8"]
     run_cli(*args, "-o", "ref.mp4", "--frames-dir", "ref", "-q", cwd=tmp_path)
     reference = pixels(tmp_path / "ref")
-    assert len(reference) == 16
+    assert len(reference) == 12
     cache = tmp_path / "cache"
     proc = start([*args, "-o", "walk.mp4"], tmp_path, cache)
-    wait_for(lambda: len(work_frames(cache)) >= 7, proc)
+    wait_for(lambda: len(work_frames(cache)) >= 5, proc)
     proc.kill(), proc.communicate()
     assert not (tmp_path / "walk.mp4").exists()
     result, summary = finish([*args, "-o", "walk.mp4"], tmp_path, cache)
-    assert summary["resumed"] >= 6
+    assert summary["resumed"] >= 4
     resumed = pixels(Path(summary["frames_dir"]))
-    assert len(resumed) == 16 and all(np.array_equal(a, b) for a, b in zip(resumed, reference))
+    assert len(resumed) == 12 and all(np.array_equal(a, b) for a, b in zip(resumed, reference))
     assert np.array_equal(read_video(tmp_path / "walk.mp4")[0], read_video(tmp_path / "ref.mp4")[0])
     ref_json, json_ = (json.loads((tmp_path / f"{n}.mp4.json").read_text())["job"] for n in ("ref", "walk"))
     assert ref_json["plan"] == json_["plan"] and ref_json["audio"] == json_["audio"]
