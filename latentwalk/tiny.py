@@ -93,6 +93,15 @@ def tiny_t5(tokenizer, d_model: int = 32):
                                    pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))  # fmt: skip
 
 
+def tiny_flow_vae() -> AutoencoderKL:
+    """SD 3's and Flux's kind of VAE: no quant convs, latents scaled and shifted."""
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 16, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=8, sample_size=TINY_SIZE,
+        use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035,
+    )  # fmt: skip
+
+
 def build_tiny_sd3_pipeline(seed: int = 0):
     """An SD 3 pipeline at toy sizes (diffusers' SD 3 tests' components, offline tokenizers)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
@@ -108,11 +117,7 @@ def build_tiny_sd3_pipeline(seed: int = 0):
         text_encoder = CLIPTextModelWithProjection(clip_config(tokenizer))
         text_encoder_2 = CLIPTextModelWithProjection(clip_config(tokenizer))
         text_encoder_3 = tiny_t5(t5)
-        vae = AutoencoderKL(
-            in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(8, 16, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=8, sample_size=TINY_SIZE,
-            use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035,
-        )  # fmt: skip
+        vae = tiny_flow_vae()
     for module in (text_encoder, text_encoder_2, text_encoder_3, transformer, vae):
         module.eval()
     return StableDiffusion3Pipeline(
@@ -137,11 +142,7 @@ def build_tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = False):
         )  # fmt: skip
         text_encoder = CLIPTextModel(clip_config(tokenizer))
         text_encoder_2 = tiny_t5(t5)
-        vae = AutoencoderKL(
-            in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(8, 16, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=8, sample_size=TINY_SIZE,
-            use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035,
-        )  # fmt: skip
+        vae = tiny_flow_vae()
     for module in (text_encoder, text_encoder_2, transformer, vae):
         module.eval()
     scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from contextlib import contextmanager
 from typing import Callable, Iterator
@@ -11,6 +12,14 @@ import torch
 # step_noise(step, shape) -> a [B, ...] standard normal tensor for that sampling step: each row
 # drawn from its frame's own seeds and place in the walk (render.Renderer builds it).
 StepNoise = Callable[[int, tuple[int, ...]], torch.Tensor]
+
+
+def step_options(scheduler, step_noise: StepNoise | None) -> dict:
+    """Without per-frame noise (a direct call, not a render), a stochastic sampler's noise is
+    seeded all the same: generator 0."""
+    if step_noise is None and "generator" in inspect.signature(scheduler.step).parameters:
+        return {"generator": torch.Generator("cpu").manual_seed(0)}
+    return {}
 
 
 @contextmanager

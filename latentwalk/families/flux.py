@@ -13,20 +13,15 @@ import torch
 from diffusers import FluxPipeline
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
-from latentwalk.families.common import StepNoise, noise_from
+from latentwalk.families.common import StepNoise, noise_from, step_options
 from latentwalk.families.sd3 import StableDiffusion3
 
 
 class Flux(StableDiffusion3):
     title = "Flux"
     pipelines = (FluxPipeline,)
-    sampler_kind = "flow"
-
-    @property
-    def default_size(self) -> tuple[int, int]:
-        # Not in the model's config: the pipeline's constant (1024 px for the real models).
-        side = self.pipe.default_sample_size * self.pipe.vae_scale_factor
-        return side, side
+    # default_size as SD 3's, though Flux's default_sample_size is the pipeline's constant, not
+    # the model's config: 1024 px unless --size says otherwise.
 
     @property
     def size_factor(self) -> int:
@@ -77,14 +72,12 @@ class Flux(StableDiffusion3):
         embedded = None
         if pipe.transformer.config.guidance_embeds:  # dev: guidance is an input, not a second pass
             embedded = torch.full([batch], guidance, device=self.device, dtype=torch.float32)
-        step_options = {}
-        if step_noise is None and "generator" in inspect.signature(scheduler.step).parameters:
-            step_options["generator"] = torch.Generator("cpu").manual_seed(0)
+        options = step_options(scheduler, step_noise)
         for step, t in enumerate(scheduler.timesteps):
             timestep = t.expand(batch).to(latents.dtype)
             velocity = pipe.transformer(hidden_states=latents, timestep=timestep / 1000, guidance=embedded, pooled_projections=pooled,
                                         encoder_hidden_states=text, txt_ids=text_ids, img_ids=image_ids, return_dict=False)[0]  # fmt: skip
             with noise_from(scheduler, step_noise, step):
-                latents = scheduler.step(velocity, t, latents, **step_options, return_dict=False)[0]
+                latents = scheduler.step(velocity, t, latents, **options, return_dict=False)[0]
         factor = pipe.vae_scale_factor
         return pipe._unpack_latents(latents, h * factor, w * factor, factor)

@@ -4,13 +4,12 @@ text encoder, a UNet, a VAE. The base of the UNet families: SDXL adds to it."""
 
 from __future__ import annotations
 
-import inspect
 from typing import Callable
 
 import torch
 from diffusers import LatentConsistencyModelPipeline, StableDiffusionPipeline
 
-from latentwalk.families.common import StepNoise, noise_from
+from latentwalk.families.common import StepNoise, noise_from, step_options
 
 
 class StableDiffusion:
@@ -97,10 +96,7 @@ class StableDiffusion:
         if embedded:
             w = torch.full((latents.shape[0],), guidance - 1.0)
             kwargs["timestep_cond"] = pipe.get_guidance_scale_embedding(w, embedding_dim=pipe.unet.config.time_cond_proj_dim).to(self.device, self.dtype)
-        # Without per-frame noise (a direct call), a stochastic sampler's noise is seeded all the same.
-        options = {}
-        if step_noise is None and "generator" in inspect.signature(scheduler.step).parameters:
-            options["generator"] = torch.Generator("cpu").manual_seed(0)
+        options = step_options(scheduler, step_noise)
         # 3. Denoising loop.
         for step, t in enumerate(scheduler.timesteps):
             model_input = torch.cat([latents] * 2) if guided else latents
@@ -122,16 +118,22 @@ class StableDiffusion:
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents to 8-bit RGB frames [B, H, W, 3], still on the device."""
+        """Latents to 8-bit RGB frames [B, H, W, 3], still on the device. (SD 3's and Flux's
+        VAEs also shift their latents.)"""
         vae = self.pipe.vae
-        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+        latents = latents.to(vae.dtype) / vae.config.scaling_factor
+        if getattr(vae.config, "shift_factor", None):
+            latents = latents + vae.config.shift_factor
+        images = vae.decode(latents, return_dict=False)[0]
         images = (images.float() / 2 + 0.5).clamp(0, 1)
         return (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
 
     # ---- Speed switches --------------------------------------------------------------------------
 
+    denoiser_name = "unet"  # the pipeline's component that --compile and --channels-last change
+
     def denoiser(self) -> torch.nn.Module:
-        return self.pipe.unet
+        return getattr(self.pipe, self.denoiser_name)
 
     def set_denoiser(self, module) -> None:
-        self.pipe.unet = module
+        setattr(self.pipe, self.denoiser_name, module)

@@ -4,12 +4,11 @@ Noise moves to the picture along straight lines; the sampler is flow-euler (or f
 
 from __future__ import annotations
 
-import inspect
 
 import torch
 from diffusers import StableDiffusion3Pipeline
 
-from latentwalk.families.common import StepNoise, noise_from
+from latentwalk.families.common import StepNoise, noise_from, step_options
 from latentwalk.families.sd import StableDiffusion
 
 
@@ -17,6 +16,7 @@ class StableDiffusion3(StableDiffusion):
     title = "SD 3"
     pipelines = (StableDiffusion3Pipeline,)
     sampler_kind = "flow"
+    denoiser_name = "transformer"
 
     @property
     def default_size(self) -> tuple[int, int]:
@@ -60,9 +60,7 @@ class StableDiffusion3(StableDiffusion):
             text = torch.cat([cond["negative_prompt_embeds"], text])
             pooled = torch.cat([cond["negative_pooled_prompt_embeds"], pooled])
         text, pooled = text.to(self.device, self.dtype), pooled.to(self.device, self.dtype)
-        options = {}
-        if step_noise is None and "generator" in inspect.signature(scheduler.step).parameters:
-            options["generator"] = torch.Generator("cpu").manual_seed(0)
+        options = step_options(scheduler, step_noise)
         for step, t in enumerate(scheduler.timesteps):
             model_input = torch.cat([latents] * 2) if guided else latents
             velocity = pipe.transformer(hidden_states=model_input, timestep=t.expand(model_input.shape[0]),
@@ -73,17 +71,3 @@ class StableDiffusion3(StableDiffusion):
             with noise_from(scheduler, step_noise, step):
                 latents = scheduler.step(velocity, t, latents, **options, return_dict=False)[0]
         return latents
-
-    @torch.inference_mode()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        vae = self.pipe.vae
-        latents = latents / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)
-        images = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
-        images = (images.float() / 2 + 0.5).clamp(0, 1)
-        return (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
-
-    def denoiser(self) -> torch.nn.Module:
-        return self.pipe.transformer
-
-    def set_denoiser(self, module) -> None:
-        self.pipe.transformer = module
