@@ -23,7 +23,7 @@ if not sys.stderr.isatty():
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import diffusers  # noqa: E402
-from diffusers import DiffusionPipeline, PNDMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline  # noqa: E402
+from diffusers import DiffusionPipeline, PNDMScheduler  # noqa: E402
 
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
 
@@ -68,10 +68,16 @@ def resolve_device(name: str) -> torch.device:
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
-    """float16 on GPUs, float32 on the CPU (where float16 is slow or unsupported)."""
+def resolve_dtype(name: str | None, device: torch.device, model: str | None = None) -> torch.dtype:
+    """float16 on GPUs (bfloat16 for Flux, which overflows in float16), float32 on the CPU
+    (where float16 is slow or unsupported)."""
     if name is None:
-        return torch.float32 if device.type == "cpu" else torch.float16
+        if device.type == "cpu":
+            return torch.float32
+        from latentwalk.catalog import pipeline_info
+
+        info = pipeline_info(model, None) if model else None
+        return torch.bfloat16 if info is not None and info[0] == "FluxPipeline" else torch.float16
     if name not in DTYPES:
         raise BadInput(f"--dtype must be one of {', '.join(DTYPES)}, got {name!r}")
     return DTYPES[name]
@@ -117,8 +123,9 @@ def load_pipeline(model: str, dtype: torch.dtype, revision: str | None = None, a
     raise BadInput(f"--model {model!r}: no such file or folder, and not a hub id like org/name")
 
 
-def apply_vae(pipe: DiffusionPipeline, vae: str | None, dtype: torch.dtype, allow_pickle: bool = False) -> None:
-    """Swap the model's VAE for another (a fine-tuned decoder, as many SDXL fine-tunes ship)."""
+def apply_vae(pipe: DiffusionPipeline, vae: str | None, dtype: torch.dtype, allow_pickle: bool = False, model: str = "") -> None:
+    """Swap the model's VAE for another (a fine-tuned decoder, as many SDXL fine-tunes ship).
+    A single file takes its layout from the model's own VAE config, so no hub access is needed."""
     if vae is None:
         return
     from diffusers import AutoencoderKL
@@ -126,8 +133,18 @@ def apply_vae(pipe: DiffusionPipeline, vae: str | None, dtype: torch.dtype, allo
     path = Path(vae)
     if path.suffix in PICKLE_SUFFIXES and not allow_pickle:
         raise BadInput(f"--vae {vae!r} is a pickle file, which can run arbitrary code when loaded; pass --allow-pickle if you trust it")
-    loader = AutoencoderKL.from_pretrained if path.is_dir() else AutoencoderKL.from_single_file
-    pipe.vae = _load(vae, loader, vae, torch_dtype=dtype)
+    try:
+        if path.is_dir():
+            loaded = AutoencoderKL.from_pretrained(vae, torch_dtype=dtype, use_safetensors=None if allow_pickle else True)
+        else:
+            source = models.folder(model) if model in models.FOLDERS else model
+            loaded = AutoencoderKL.from_single_file(vae, config=str(source), subfolder="vae", torch_dtype=dtype)
+    except Exception as e:  # noqa: BLE001 - a file that is not this kind of VAE: one line
+        raise BadInput(f"--vae {vae!r} cannot be loaded as this model's VAE ({first_line(e)})") from e
+    channels = (loaded.config.latent_channels, pipe.vae.config.latent_channels)
+    if channels[0] != channels[1]:
+        raise BadInput(f"--vae {vae!r} has {channels[0]} latent channels; this model's VAE has {channels[1]}")
+    pipe.vae = loaded
 
 
 def apply_loras(pipe: DiffusionPipeline, loras: list, allow_pickle: bool = False) -> None:
@@ -150,10 +167,16 @@ def apply_loras(pipe: DiffusionPipeline, loras: list, allow_pickle: bool = False
             pipe.load_lora_weights(path, adapter_name=name)
         except Exception as e:  # noqa: BLE001 - wrong family, wrong file: one line
             raise BadInput(f"--lora {path!r} does not fit this model ({first_line(e)})") from e
+        # A LoRA of another family loads without error and without a single layer.
+        if not any(name in adapters for adapters in pipe.get_list_adapters().values()):
+            raise BadInput(f"--lora {path!r} does not fit this model (none of its layers are in it)")
         names.append(name)
-    pipe.set_adapters(names, adapter_weights=[scale for _, scale in loras])
-    pipe.fuse_lora(adapter_names=names, lora_scale=1.0)
-    pipe.unload_lora_weights()  # the fused weights stay; the adapters' copies go
+    try:
+        pipe.set_adapters(names, adapter_weights=[scale for _, scale in loras])
+        pipe.fuse_lora(adapter_names=names, lora_scale=1.0)
+        pipe.unload_lora_weights()  # the fused weights stay; the adapters' copies go
+    except Exception as e:  # noqa: BLE001
+        raise BadInput(f"--lora: cannot apply {', '.join(p for p, _ in loras)} ({first_line(e)})") from e
 
 
 def single_file_class(path: Path):
@@ -237,6 +260,10 @@ class Backend:
         # PNDM warms up with 4 Runge-Kutta steps and fails with a shape error below that.
         if isinstance(self.pipe.scheduler, PNDMScheduler) and steps < 4:
             raise BadInput(f"--steps must be at least 4 with the PNDM scheduler, got {steps}; or pick --scheduler ddim")
+        # LCM picks its steps among the distillation's (50 by default).
+        most = self.pipe.scheduler.config.get("original_inference_steps") if self.scheduler_name == "LCMScheduler" else None
+        if most is not None and steps > most:
+            raise BadInput(f"--steps must be at most {most} with the LCM scheduler, got {steps}")
 
     def noise(self, seed: int, width: int, height: int) -> torch.Tensor:
         """[1, C, h, w] float32 initial latents for a seed, on the model's device."""

@@ -3,14 +3,14 @@
 Used before anything is loaded, to give a model its family's defaults (steps, guidance) when
 neither a flag nor a preset sets them. A folder's or the hub cache's `model_index.json` names
 the pipeline class; Flux's transformer config says whether guidance is distilled into it (dev)
-or absent (schnell). A hub model not yet cached has only that small file fetched; offline, or
-for anything unreadable, the defaults are Stable Diffusion's.
+or absent (schnell). Nothing is fetched: for a hub model not in the cache yet, or anything
+unreadable, the defaults are Stable Diffusion's (the presets set their own), and the sampler's
+fit is checked once the model is loaded.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 # Pipeline class -> (steps, guidance): what the model's authors recommend.
@@ -81,19 +81,13 @@ def _read(index: Path, transformer: Path | None) -> tuple[str, dict] | None:
 
 
 def _hub_file(model: str, filename: str, revision: str | None) -> Path | None:
+    """From the hub cache only: a check before the load must not wait on the network (offline,
+    a lookup stalls for seconds). A hub model not downloaded yet has SD's defaults on its first
+    run unless a flag or preset sets them (the presets do)."""
     try:
-        from huggingface_hub import hf_hub_download, try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(model, filename, revision=revision)
-        if isinstance(cached, str):
-            return Path(cached)
-        if os.environ.get("HF_HUB_OFFLINE") or not _looks_like_hub_id(model):
-            return None
-        return Path(hf_hub_download(model, filename, revision=revision))
     except Exception:  # noqa: BLE001 - defaults are a convenience: the load reports real problems
         return None
-
-
-def _looks_like_hub_id(model: str) -> bool:
-    parts = model.split("/")
-    return len(parts) == 2 and all(parts) and not model.startswith((".", "~"))
+    return Path(cached) if isinstance(cached, str) else None

@@ -87,11 +87,24 @@ def resolve_settings(preset: str | None, **flags) -> Settings:
     if values["size"] is not None:
         values["size"] = parse_size(str(values["size"]))
     if values["scheduler"] is not None:
-        canonical(values["scheduler"])  # a typo costs milliseconds, not a model load
+        check_sampler(values["scheduler"], values["model"], values["revision"])  # milliseconds, not a model load
     values["lora"] = [parse_lora(item) if isinstance(item, str) else [str(item[0]), float(item[1])] for item in values["lora"]]
     if values["vae"] is not None:
         values["vae"] = check_weights(str(values["vae"]), "--vae", folder=True)
     return Settings(**values)
+
+
+def check_sampler(name: str, model: str, revision: str | None) -> None:
+    """The name, and where the model's small files tell its family, that the two fit."""
+    from latentwalk.catalog import pipeline_info
+    from latentwalk.schedulers import SAMPLERS, names_for
+
+    sampler = SAMPLERS[canonical(name)]
+    info = pipeline_info(model, revision)
+    if info is not None:
+        kind = "flow" if info[0] in ("StableDiffusion3Pipeline", "FluxPipeline") else "noise"
+        if sampler.kind != kind:
+            raise BadInput(f"--scheduler {name} does not fit {model!r} ({info[0]}); use one of {', '.join(names_for(kind))}")
 
 
 def parse_lora(text: str) -> list:
@@ -113,8 +126,12 @@ def check_weights(path: str, option: str, folder: bool = False) -> str:
     """A local weights file (or a diffusers folder, where allowed), as an absolute path."""
     where = Path(path).expanduser()
     if folder and where.is_dir():
-        if not (where / "config.json").is_file():
-            raise BadInput(f"{option} {path!r} is a folder but not a diffusers model (no config.json)")
+        try:
+            kind = json.loads((where / "config.json").read_text()).get("_class_name", "")
+        except (OSError, ValueError, AttributeError):
+            raise BadInput(f"{option} {path!r} is a folder but not a diffusers model (no readable config.json)") from None
+        if not str(kind).startswith("AutoencoderKL"):
+            raise BadInput(f"{option} {path!r} is a {kind or 'model'}, not a VAE (AutoencoderKL)")
         return str(where.resolve())
     if not where.is_file():
         raise BadInput(f"{option} {path!r} does not exist" if not where.exists() else f"{option} {path!r} is not a file")

@@ -104,7 +104,7 @@ def run(job: Job, sink, options: Options, warn: Callable[[str], None], texts: Te
     started = time.perf_counter()
     with signals_raise():
         device = resolve_device(job.settings.device)
-        dtype = resolve_dtype(job.settings.dtype, device)
+        dtype = resolve_dtype(job.settings.dtype, device, job.settings.model)
         identity = {
             "device": device.type,
             "dtype": str(dtype).removeprefix("torch."),
@@ -237,7 +237,7 @@ def load_backend(job: Job, device, dtype, options: Options, timings: dict, warn,
     settings, engine = job.settings, job.engine
     started = time.perf_counter()
     pipe = load_pipeline(settings.model, dtype, settings.revision, options.allow_pickle)
-    apply_vae(pipe, settings.vae, dtype, options.allow_pickle)
+    apply_vae(pipe, settings.vae, dtype, options.allow_pickle, settings.model)
     apply_loras(pipe, settings.lora, options.allow_pickle)
     backend = Backend(pipe, settings.model, device, dtype, scheduler=settings.scheduler, warn=warn)
     width, height = settings.size or backend.default_size

@@ -30,7 +30,7 @@ SAMPLERS: dict[str, Sampler] = {
     "heun": Sampler("HeunDiscreteScheduler", "noise"),
     "dpm++-2m": Sampler("DPMSolverMultistepScheduler", "noise", {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": False}),
     "dpm++-2m-karras": Sampler("DPMSolverMultistepScheduler", "noise", {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
-    "dpm++-2m-sde": Sampler("DPMSolverMultistepScheduler", "noise", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}, stochastic=True),
+    "dpm++-2m-sde": Sampler("DPMSolverMultistepScheduler", "noise", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "use_karras_sigmas": False}, stochastic=True),
     # A1111's "DPM++ SDE Karras" is diffusers' DPMSolverSDEScheduler, which needs torchsde and
     # draws its own Brownian noise (unseeded per frame); the multistep SDE solver draws ours.
     "dpm++-sde": Sampler("DPMSolverMultistepScheduler", "noise", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}, stochastic=True),

@@ -10,6 +10,7 @@ import torch
 
 from conftest import FAST, read_png
 from latentwalk.backend import Backend, load_pipeline
+from latentwalk.errors import BadInput
 from latentwalk.render import RenderSpec, render_frames
 from latentwalk.schedule import Keyframe, plan_stills, plan_walk
 from latentwalk.schedulers import SAMPLERS, names_for
@@ -92,9 +93,11 @@ def test_a_model_s_own_ancestral_scheduler_is_seeded_per_frame_too(saved_model, 
 def test_samplers_are_checked_by_name_before_loading_and_by_family_after(run):
     result = run("generate", "a", *FAST, "--scheduler", "euler_a", code=2)
     assert result.output.startswith("Error: --scheduler must be one of ddim, euler, euler-a, ") and "got 'euler_a'" in result.output
-    result = run("generate", "a", *FAST, "--scheduler", "flow-euler", code=2)
-    assert result.output == ("Error: --scheduler flow-euler does not fit Stable Diffusion 1.x/2.x models; use one of "
-                             f"{', '.join(names_for('noise'))}\n")  # fmt: skip
+    result = run("generate", "a", *FAST, "--scheduler", "flow-euler", code=2)  # the family, from its small files
+    assert result.output == f"Error: --scheduler flow-euler does not fit 'builtin:tiny' (StableDiffusionPipeline); use one of {', '.join(names_for('noise'))}\n"
+    # And once loaded, whatever the files said.
+    with pytest.raises(BadInput, match=r"^--scheduler flow-euler does not fit Stable Diffusion 1.x/2.x models; use one of ddim, "):
+        Backend(load_pipeline("builtin:tiny", torch.float32), "builtin:tiny", CPU, torch.float32, scheduler="flow-euler")
     run("generate", "a", *FAST, "--scheduler", "dpm++", "-o", "old-name.png", "-q")  # earlier versions' name
 
 
@@ -241,7 +244,7 @@ def lora_file(tmp_path_factory, saved_model) -> Path:
     return folder / "pytorch_lora_weights.safetensors"
 
 
-def test_loras_and_a_vae_change_the_pictures_and_the_manifest_checks_them(run, tmp_path, saved_model, lora_file):
+def test_loras_and_a_vae_change_the_pictures_and_the_manifest_checks_them(run, tmp_path, saved_model, lora_file, sdxl_folder):
     from latentwalk.tiny import build_tiny_pipeline
 
     build_tiny_pipeline(seed=5).vae.save_pretrained(tmp_path / "vae")
@@ -264,6 +267,12 @@ def test_loras_and_a_vae_change_the_pictures_and_the_manifest_checks_them(run, t
     assert bad.output == f"Error: --lora '{lora_file}:x2' does not exist\n"
     bad = run("generate", "a", *model, "--lora", f"{lora_file}:99", code=2)
     assert bad.output == f"Error: --lora '{lora_file}:99': the scale must be a number from -10 to 10\n"
+    # A VAE that is not one, or of another shape, and a LoRA of another model: one line, exit 2.
+    build_tiny_pipeline(seed=5).unet.save_pretrained(tmp_path / "unet")
+    bad = run("generate", "a", *model, "--vae", tmp_path / "unet", code=2)
+    assert bad.output == f"Error: --vae {str(tmp_path / 'unet')!r} is a UNet2DConditionModel, not a VAE (AutoencoderKL)\n"
+    bad = run("generate", "a", "--model", sdxl_folder, "--steps", "2", "--lora", lora_file, code=2)
+    assert bad.output.startswith(f"Error: --lora {str(lora_file)!r} does not fit this model") and bad.output.count("\n") == 1
     # The manifest checks its weights are the same files.
     import shutil
 

@@ -15,9 +15,10 @@ StepNoise = Callable[[int, tuple[int, ...]], torch.Tensor]
 
 
 def step_options(scheduler, step_noise: StepNoise | None) -> dict:
-    """Without per-frame noise (a direct call, not a render), a stochastic sampler's noise is
-    seeded all the same: generator 0."""
-    if step_noise is None and "generator" in inspect.signature(scheduler.step).parameters:
+    """A generator seeded 0 for whatever noise does not come from `step_noise`: a direct call
+    (not a render), or a scheduler that draws noise its own way (torchsde's Brownian tree in
+    DPMSolverSDEScheduler): reproducible and resumable, though not moving with the walk."""
+    if "generator" in inspect.signature(scheduler.step).parameters:
         return {"generator": torch.Generator("cpu").manual_seed(0)}
     return {}
 

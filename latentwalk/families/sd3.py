@@ -38,14 +38,22 @@ class StableDiffusion3(StableDiffusion):
         return [("CLIP", self.pipe.tokenizer, self.pipe.tokenizer.model_max_length), ("T5", self.t5_tokenizer(), self.t5_tokens)]
 
     def t5_tokenizer(self):
-        return self.pipe.tokenizer_3
+        return self.pipe.tokenizer_3 if self.pipe.text_encoder_3 is not None else None
 
     def _encode(self, text: str, negative: bool) -> dict[str, torch.Tensor]:
         embeds, _, pooled, _ = self.pipe.encode_prompt(text, None, None, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False)
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
     def timesteps(self, latents: torch.Tensor, steps: int) -> None:
-        self.pipe.scheduler.set_timesteps(steps, device=self.device)
+        scheduler, options = self.pipe.scheduler, {}
+        if scheduler.config.get("use_dynamic_shifting", False):  # as the pipeline: shift by the image's size
+            from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift
+
+            patch = self.pipe.transformer.config.patch_size
+            config = scheduler.config
+            options["mu"] = calculate_shift((latents.shape[-2] // patch) * (latents.shape[-1] // patch), config.get("base_image_seq_len", 256),
+                                            config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5), config.get("max_shift", 1.16))  # fmt: skip
+        scheduler.set_timesteps(steps, device=self.device, **options)
 
     @torch.inference_mode()
     def denoise(self, noise: torch.Tensor, cond: dict[str, torch.Tensor], steps: int, guidance: float,

@@ -47,3 +47,21 @@ class StableDiffusionXL(StableDiffusion):
         time_ids = time_ids.to(self.device).repeat(pooled.shape[0], 1)
         inputs["added_cond_kwargs"] = {"text_embeds": pooled.to(self.device, self.dtype), "time_ids": time_ids}
         return inputs
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """As the SDXL pipeline decodes: its VAE overflows in float16 (force_upcast: decode in
+        float32), and some SDXL models (Playground) normalise latents by a mean and std."""
+        vae = self.pipe.vae
+        if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+            vae.to(torch.float32)
+        mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+        if mean is None or std is None:
+            return super().decode(latents)
+        latents = latents.to(vae.dtype)
+        shape = (1, latents.shape[1], 1, 1)
+        mean = torch.tensor(mean).view(shape).to(latents.device, latents.dtype)
+        std = torch.tensor(std).view(shape).to(latents.device, latents.dtype)
+        images = vae.decode(latents * std / vae.config.scaling_factor + mean, return_dict=False)[0]
+        images = (images.float() / 2 + 0.5).clamp(0, 1)
+        return (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
