@@ -14,6 +14,12 @@ import torch
 StepNoise = Callable[[int, tuple[int, ...]], torch.Tensor]
 
 
+def guide(prediction: torch.Tensor, guidance: float) -> torch.Tensor:
+    """Classifier-free guidance on a doubled batch (the unconditional half first)."""
+    uncond, conditioned = prediction.chunk(2)
+    return uncond + guidance * (conditioned - uncond)
+
+
 def step_options(scheduler, step_noise: StepNoise | None) -> dict:
     """A generator seeded 0 for whatever noise does not come from `step_noise`: a direct call
     (not a render), or a scheduler that draws noise its own way (torchsde's Brownian tree in

@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from diffusers import LatentConsistencyModelPipeline, StableDiffusionPipeline
 
-from latentwalk.families.common import StepNoise, noise_from, step_options
+from latentwalk.families.common import StepNoise, guide, noise_from, step_options
 
 
 class StableDiffusion:
@@ -103,8 +103,7 @@ class StableDiffusion:
             model_input = scheduler.scale_model_input(model_input, t)
             noise_pred = pipe.unet(model_input, t, **kwargs, return_dict=False)[0]
             if guided:
-                uncond, conditioned = noise_pred.chunk(2)
-                noise_pred = uncond + guidance * (conditioned - uncond)
+                noise_pred = guide(noise_pred, guidance)
             with noise_from(scheduler, step_noise, step):
                 latents = scheduler.step(noise_pred, t, latents, **options, return_dict=False)[0]
         return latents

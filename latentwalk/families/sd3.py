@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from diffusers import StableDiffusion3Pipeline
 
-from latentwalk.families.common import StepNoise, noise_from, step_options
+from latentwalk.families.common import StepNoise, guide, noise_from, step_options
 from latentwalk.families.sd import StableDiffusion
 
 
@@ -74,8 +74,7 @@ class StableDiffusion3(StableDiffusion):
             velocity = pipe.transformer(hidden_states=model_input, timestep=t.expand(model_input.shape[0]),
                                         encoder_hidden_states=text, pooled_projections=pooled, return_dict=False)[0]  # fmt: skip
             if guided:
-                uncond, conditioned = velocity.chunk(2)
-                velocity = uncond + guidance * (conditioned - uncond)
+                velocity = guide(velocity, guidance)
             with noise_from(scheduler, step_noise, step):
                 latents = scheduler.step(velocity, t, latents, **options, return_dict=False)[0]
         return latents
