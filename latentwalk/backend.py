@@ -28,6 +28,7 @@ from diffusers import DiffusionPipeline, PNDMScheduler  # noqa: E402
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
 
 from latentwalk import models  # noqa: E402
+from latentwalk.catalog import HUB_ID  # noqa: E402
 from latentwalk.errors import BadInput, LatentwalkError  # noqa: E402
 from latentwalk.families import family_of  # noqa: E402
 from latentwalk.families.common import StepNoise  # noqa: E402
@@ -38,7 +39,6 @@ diffusers_logging.disable_progress_bar()
 
 BUILTIN_MODELS = ("builtin:tiny", *models.FOLDERS)
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -68,7 +68,8 @@ def resolve_device(name: str) -> torch.device:
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def resolve_dtype(name: str | None, device: torch.device, model: str | None = None) -> torch.dtype:
+def resolve_dtype(name: str | None, device: torch.device, model: str | None = None, family: str | None = None,
+                  config: str | None = None) -> torch.dtype:  # fmt: skip
     """float16 on GPUs (bfloat16 for Flux, which overflows in float16), float32 on the CPU
     (where float16 is slow or unsupported)."""
     if name is None:
@@ -76,15 +77,18 @@ def resolve_dtype(name: str | None, device: torch.device, model: str | None = No
             return torch.float32
         from latentwalk.catalog import pipeline_info
 
-        info = pipeline_info(model, None) if model else None
+        info = pipeline_info(model, None, family, config) if model else None
         return torch.bfloat16 if info is not None and info[0] == "FluxPipeline" else torch.float16
     if name not in DTYPES:
         raise BadInput(f"--dtype must be one of {', '.join(DTYPES)}, got {name!r}")
     return DTYPES[name]
 
 
-def load_pipeline(model: str, dtype: torch.dtype, revision: str | None = None, allow_pickle: bool = False) -> DiffusionPipeline:
+def load_pipeline(model: str, dtype: torch.dtype, revision: str | None = None, allow_pickle: bool = False,
+                  family: str | None = None, config: str | None = None) -> DiffusionPipeline:  # fmt: skip
     """A pipeline from a builtin name, a local diffusers folder, a .safetensors file or a hub id.
+    A single file takes its configs and tokenizers from `config` or its family's base model
+    (catalog.config_source).
 
     Weights load from safetensors only: a pickle (.ckpt, .bin, .pt) can run any code while it is
     unpickled, so it needs `allow_pickle`. Remote code is never run."""
@@ -117,15 +121,17 @@ def load_pipeline(model: str, dtype: torch.dtype, revision: str | None = None, a
             )
         if path.suffix != ".safetensors" and path.suffix not in PICKLE_SUFFIXES:
             raise BadInput(f"--model {model!r}: expected a diffusers folder or a .safetensors file")
-        return _load(model, single_file_class(path).from_single_file, str(path), **options)
-    if _HUB_ID.match(model) and not model.startswith((".", "/", "~")):
+        return load_single_file(model, path, options, family, config)
+    if HUB_ID.match(model) and not model.startswith((".", "/", "~")):
         return _load(model, DiffusionPipeline.from_pretrained, model, revision=revision, **folder_options)
     raise BadInput(f"--model {model!r}: no such file or folder, and not a hub id like org/name")
 
 
-def apply_vae(pipe: DiffusionPipeline, vae: str | None, dtype: torch.dtype, allow_pickle: bool = False, model: str = "") -> None:
+def apply_vae(pipe: DiffusionPipeline, vae: str | None, dtype: torch.dtype, allow_pickle: bool = False, model: str = "",
+              family: str | None = None, config: str | None = None) -> None:  # fmt: skip
     """Swap the model's VAE for another (a fine-tuned decoder, as many SDXL fine-tunes ship).
-    A single file takes its layout from the model's own VAE config, so no hub access is needed."""
+    A single file takes its layout from the model's own VAE config (a single-file model's from
+    its config source), so no hub access is needed."""
     if vae is None:
         return
     from diffusers import AutoencoderKL
@@ -137,7 +143,11 @@ def apply_vae(pipe: DiffusionPipeline, vae: str | None, dtype: torch.dtype, allo
         if path.is_dir():
             loaded = AutoencoderKL.from_pretrained(vae, torch_dtype=dtype, use_safetensors=None if allow_pickle else True)
         else:
+            from latentwalk.catalog import config_source
+
             source = models.folder(model) if model in models.FOLDERS else model
+            if Path(model).is_file():
+                source = config_source(Path(model), family, config)
             loaded = AutoencoderKL.from_single_file(vae, config=str(source), subfolder="vae", torch_dtype=dtype)
     except Exception as e:  # noqa: BLE001 - a file that is not this kind of VAE: one line
         raise BadInput(f"--vae {vae!r} cannot be loaded as this model's VAE ({first_line(e)})") from e
@@ -179,10 +189,26 @@ def apply_loras(pipe: DiffusionPipeline, loras: list, allow_pickle: bool = False
         raise BadInput(f"--lora: cannot apply {', '.join(p for p, _ in loras)} ({first_line(e)})") from e
 
 
-def single_file_class(path: Path):
-    from latentwalk.catalog import single_file_pipeline
+def load_single_file(model: str, path: Path, options: dict, family: str | None, config: str | None) -> DiffusionPipeline:
+    """A .safetensors (or trusted pickle) checkpoint in the original layout, converted by
+    diffusers with the configs of `config_source`: a local folder, or a hub model read from the
+    cache when it is there (no network), else downloaded (its configs only, kilobytes)."""
+    from latentwalk.catalog import _hub_file, config_source, pipeline_info
 
-    return getattr(diffusers, single_file_pipeline(path))
+    source = config_source(path, family, config)
+    name, _ = pipeline_info(model, None, family, config)
+    pipeline_class = getattr(diffusers, name, None)
+    if pipeline_class is None or not hasattr(pipeline_class, "from_single_file"):
+        raise BadInput(f"--model {model!r}: a {name} cannot be loaded from a single file")
+    cached = Path(source).is_dir() or _hub_file(source, "model_index.json", None) is not None
+    try:
+        return pipeline_class.from_single_file(str(path), config=source, local_files_only=cached, **options)
+    except Exception as e:  # noqa: BLE001 - any loader failure becomes one line for the user
+        where = "" if cached else (
+            f"; its configs come from {source!r}, which is not in the hub cache: run once online, "
+            "or pass --model-config with a diffusers folder of the same architecture"
+        )  # fmt: skip
+        raise LatentwalkError(f"cannot load model {model!r}: {first_line(e)}{where}") from e
 
 
 def pickle_only_weights(folder: Path) -> list[str]:
@@ -220,6 +246,7 @@ class Backend:
         dtype: torch.dtype,
         scheduler: str | None = None,
         warn: Callable[[str], None] = lambda message: None,
+        long_prompts: bool = False,
     ):
         family = family_of(pipe, model)
         if scheduler is not None:
@@ -232,6 +259,7 @@ class Backend:
         self.pipe = pipe.to(device)
         self.pipe.set_progress_bar_config(disable=True)
         self.family = family(self.pipe, device, dtype, warn)
+        self.family.long_prompts = long_prompts
         self.model = model
         self.device = device
         self.dtype = dtype
@@ -272,6 +300,13 @@ class Backend:
     def conditioning(self, prompt: str, negative: str) -> dict[str, torch.Tensor]:
         """Named [1, ...] tensors that steer one keyframe; interpolated together between keyframes."""
         return self.family.conditioning(prompt, negative)
+
+    def keyframe_conditioning(self, pairs: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
+        """Every keyframe's (prompt, negative) tensors, stacked [K, ...] under their names: the
+        family first sees all the texts, so that their shapes agree (--long-prompts)."""
+        self.family.prepare([text for pair in pairs for text in pair])
+        per_keyframe = [self.conditioning(prompt, negative) for prompt, negative in pairs]
+        return {name: torch.cat([c[name] for c in per_keyframe]) for name in per_keyframe[0]}
 
     def optimize(
         self,

@@ -6,6 +6,7 @@ are even imported), so a typo costs milliseconds, not a model load.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -14,8 +15,9 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
+from inspect import Parameter, Signature, signature
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Callable, Iterator, Optional
 
 import typer
 
@@ -49,6 +51,9 @@ Model = Annotated[Optional[str], typer.Option("--model", "-m", help="Hub id (org
 Revision = Annotated[Optional[str], typer.Option("--revision", help="Branch, tag or commit of a hub --model. [default: main]", show_default=False)]
 Lora = Annotated[Optional[list[str]], typer.Option("--lora", help="LoRA weights fused into the model, PATH[:SCALE] (scale 1 by default); repeat for several. Needs latentwalk[lora].", show_default=False)]
 Vae = Annotated[Optional[str], typer.Option("--vae", help="A VAE to use instead of the model's: a diffusers folder or a .safetensors file.", show_default=False)]
+Family = Annotated[Optional[str], typer.Option("--family", help="A single-file --model's family when its keys do not tell: sd1, sd2, sdxl, sd3 or flux. [default: from the keys]", show_default=False)]
+ModelConfig = Annotated[Optional[str], typer.Option("--model-config", help="For a single-file --model: a diffusers folder (or hub id) of the same architecture, whose configs and tokenizers it takes. [default: the family's base model, from the hub cache]", show_default=False)]
+LongPrompts = Annotated[bool, typer.Option("--long-prompts", help="Read prompts past CLIP's 77 tokens, in chunks of 75 encoded one by one (SD 1/2, SDXL); without it they are cut, with a warning.")]
 AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle weights (.ckpt, .bin, .pt), which can run code when loaded. Only for sources you trust.")]
 Preset = Annotated[Optional[str], typer.Option("--preset", "-p", help="Preset name (shapes, tiny, sd15, sd-turbo, sdxl, sdxl-turbo, lcm, sd3, flux-schnell, flux-dev) or path to a .toml file; flags override it.")]
 Steps = Annotated[Optional[int], typer.Option("--steps", help="Denoising steps. [default: the model family's: 25 for SD 1/2, 30 SDXL, 28 SD 3, 4 LCM and Flux schnell, 28 Flux dev]", show_default=False)]
@@ -82,6 +87,59 @@ AudioDuration = Annotated[Optional[float], typer.Option("--audio-duration", help
 AudioReact = Annotated[Optional[float], typer.Option("--audio-react", help="How much the music drives the motion: 0 even motion, 1 all change on the hits. [default: 0.8]", show_default=False)]
 OnBeats = Annotated[Optional[int], typer.Option("--on-beats", help="Keyframes on the beat, every N beats: the first at the start, the next on beat N, then 2N, ... (the section's first beat is beat 0); the video ends on the last one's beat.", show_default=False)]
 VideoOut = Annotated[Optional[Path], typer.Option("--output", "-o", help="Video file: .mp4 (H.264), .webm (VP9) or .gif. [default: from the prompt]", show_default=False)]
+
+
+# ---- Option groups: the options several commands take, each declared once -------------------------
+# A command names the groups it takes (`@takes(WALK, MODEL, OUTPUT)`); they are added to its
+# flags after its own, and it receives their values as one dict, `flags`. A new model setting is
+# one line in MODEL (and a Settings field): every command and `batch` job files get it.
+MODEL = {
+    "model": (Model, None), "revision": (Revision, None), "family": (Family, None), "model_config": (ModelConfig, None),
+    "lora": (Lora, None), "vae": (Vae, None), "preset": (Preset, None), "steps": (Steps, None), "guidance": (Guidance, None),
+    "size": (Size, None), "negative": (Negative, None), "scheduler": (Scheduler, None), "long_prompts": (LongPrompts, False),
+    "device": (Device, None), "dtype": (Dtype, None), "batch_size": (BatchSize, None), "compile": (Compile, False),
+    "channels_last": (ChannelsLast, False), "vae_slicing": (VaeSlicing, False), "vae_tiling": (VaeTiling, False),
+    "allow_pickle": (AllowPickle, False),
+}  # fmt: skip
+WALK = {
+    "output": (VideoOut, None), "frames": (Frames, None), "duration": (Duration, None), "fps": (Fps, None), "loop": (Loop, False),
+    "ease": (Ease, None), "smooth": (Smooth, True), "crossfade": (Crossfade, True), "audio": (Audio, None),
+    "audio_start": (AudioStart, None), "audio_duration": (AudioDuration, None), "audio_react": (AudioReact, None),
+    "on_beats": (OnBeats, None), "crf": (Crf, None), "frames_dir": (FramesDir, None), "keep_frames": (KeepFrames, False),
+}  # fmt: skip
+OUTPUT = {"overwrite": (Overwrite, False), "quiet": (Quiet, False), "json_out": (Json, False)}
+# The flags that are Settings (job.py), and so also preset keys; the rest of MODEL is the Engine.
+SETTINGS = ("model", "revision", "family", "model_config", "lora", "vae", "steps", "guidance", "size", "negative",
+            "scheduler", "long_prompts", "device", "dtype", "batch_size", "fps", "frames", "crf", "ease")  # fmt: skip
+
+
+def takes(*groups: dict) -> Callable:
+    """Give a command the options of `groups`, after its own, collected in its `flags` argument."""
+
+    def decorate(command: Callable) -> Callable:
+        own = [p for p in signature(command, eval_str=True).parameters.values() if p.name != "flags"]
+        names = [name for group in groups for name in group]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs):
+            return command(**{k: v for k, v in kwargs.items() if k not in names}, flags={k: kwargs[k] for k in names})
+
+        shared = [Parameter(name, Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+                  for group in groups for name, (annotation, default) in group.items()]  # fmt: skip
+        wrapper.__signature__ = Signature(own + shared)
+        wrapper.__annotations__ = {p.name: p.annotation for p in own + shared}
+        return wrapper
+
+    return decorate
+
+
+def settings_of(flags: dict) -> tuple[Settings, Engine, bool]:
+    """The job's settings (defaults, preset, flags), its engine, and --allow-pickle."""
+    given = {name: flags[name] for name in SETTINGS if name in flags}
+    given["long_prompts"] = given["long_prompts"] or None  # off: the preset's, if it sets one
+    settings = resolve_settings(flags["preset"], **given)
+    engine = Engine(flags["compile"], flags["channels_last"], flags["vae_slicing"], flags["vae_tiling"])
+    return settings, engine, flags["allow_pickle"]
 
 
 def fail(message: str, code: int) -> None:
@@ -139,31 +197,12 @@ def base_metadata(settings: Settings, resolved: dict) -> dict[str, str]:
 
 
 @app.command()
+@takes(MODEL, OUTPUT)
 def generate(
     prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="What to draw.", show_default=False)],
     seeds: Annotated[str, typer.Option("--seeds", "-s", help="Seeds, one image each: 1,2,3 or ranges like 1-8.")] = "0",
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs (created if missing), or a .png file name.")] = Path("."),
-    model: Model = None,
-    revision: Revision = None,
-    lora: Lora = None,
-    vae: Vae = None,
-    preset: Preset = None,
-    steps: Steps = None,
-    guidance: Guidance = None,
-    size: Size = None,
-    negative: Negative = None,
-    scheduler: Scheduler = None,
-    device: Device = None,
-    dtype: Dtype = None,
-    batch_size: BatchSize = None,
-    compile: Compile = False,
-    channels_last: ChannelsLast = False,
-    vae_slicing: VaeSlicing = False,
-    vae_tiling: VaeTiling = False,
-    allow_pickle: AllowPickle = False,
-    overwrite: Overwrite = False,
-    quiet: Quiet = False,
-    json_out: Json = False,
+    flags: dict = None,
 ) -> None:
     """Draw one PNG per seed. Each PNG carries its parameters in text chunks, and has a
     manifest beside it (NAME.png.json) that `latentwalk render` re-renders.
@@ -173,10 +212,8 @@ def generate(
       latentwalk generate "a medieval castle" --seeds 1-3 -o out/
     """
     with one_line_errors():
-        settings = resolve_settings(
-            preset, model=model, revision=revision, lora=lora, vae=vae, steps=steps, guidance=guidance, size=size,
-            negative=negative, scheduler=scheduler, device=device, dtype=dtype, batch_size=batch_size,
-        )  # fmt: skip
+        settings, engine, allow_pickle = settings_of(flags)
+        quiet = flags["quiet"]
         check_prompt(prompt)
         seed_list = parse_seeds(seeds)
         repeated = sorted({s for s in seed_list if seed_list.count(s) > 1})
@@ -184,54 +221,19 @@ def generate(
             raise BadInput(f"--seeds lists {', '.join(map(str, repeated))} more than once")
         paths = image_paths(output, prompt, seed_list)
         keyframes = [Keyframe(prompt, seed, settings.negative) for seed in seed_list]
-        job = Job("generate", settings, Engine(compile, channels_last, vae_slicing, vae_tiling), keyframes, plan_stills(len(keyframes)))
-        summary = run_job(job, dict(enumerate(paths)), Options(overwrite, quiet, allow_pickle=allow_pickle))
+        job = Job("generate", settings, engine, keyframes, plan_stills(len(keyframes)))
+        summary = run_job(job, dict(enumerate(paths)), Options(flags["overwrite"], quiet, allow_pickle=allow_pickle))
         summary.update(outputs=[str(p) for p in paths], images=len(paths))
-        report(quiet, json_out, summary, f"Wrote {len(paths)} image(s) to {str(output)!r} in {summary['seconds']:.1f}s")
+        report(quiet, flags["json_out"], summary, f"Wrote {len(paths)} image(s) to {str(output)!r} in {summary['seconds']:.1f}s")
 
 
 @app.command("seed-walk")
+@takes(WALK, MODEL, OUTPUT)
 def seed_walk(
     prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="The prompt, fixed for the whole walk.", show_default=False)],
     seeds: Annotated[str, typer.Option("--seeds", "-s", help="Keyframe seeds, walked in order: 1,2,3.", show_default=False)],
-    output: VideoOut = None,
-    frames: Frames = None,
-    duration: Duration = None,
-    fps: Fps = None,
-    loop: Loop = False,
     interp: Annotated[str, typer.Option("--interp", help="How the noise moves between seeds: slerp (keeps its statistics) or lerp.")] = "slerp",
-    ease: Ease = None,
-    smooth: Smooth = True,
-    crossfade: Crossfade = True,
-    audio: Audio = None,
-    audio_start: AudioStart = None,
-    audio_duration: AudioDuration = None,
-    audio_react: AudioReact = None,
-    on_beats: OnBeats = None,
-    model: Model = None,
-    revision: Revision = None,
-    lora: Lora = None,
-    vae: Vae = None,
-    preset: Preset = None,
-    steps: Steps = None,
-    guidance: Guidance = None,
-    size: Size = None,
-    negative: Negative = None,
-    scheduler: Scheduler = None,
-    device: Device = None,
-    dtype: Dtype = None,
-    batch_size: BatchSize = None,
-    compile: Compile = False,
-    channels_last: ChannelsLast = False,
-    vae_slicing: VaeSlicing = False,
-    vae_tiling: VaeTiling = False,
-    allow_pickle: AllowPickle = False,
-    crf: Crf = None,
-    frames_dir: FramesDir = None,
-    keep_frames: KeepFrames = False,
-    overwrite: Overwrite = False,
-    quiet: Quiet = False,
-    json_out: Json = False,
+    flags: dict = None,
 ) -> None:
     """One prompt; the initial noise is slerped from seed to seed, so the picture morphs.
 
@@ -240,67 +242,20 @@ def seed_walk(
       latentwalk seed-walk "a medieval castle" --seeds 1,2,3 --frames 48 -o castle.mp4
     """
     with one_line_errors():
-        settings = resolve_settings(
-            preset, model=model, revision=revision, lora=lora, vae=vae, steps=steps, guidance=guidance, size=size,
-            negative=negative, scheduler=scheduler, device=device, dtype=dtype, batch_size=batch_size,
-            fps=fps, frames=frames, crf=crf, ease=ease,
-        )  # fmt: skip
+        settings, engine, _ = settings_of(flags)
         check_prompt(prompt)
         check_interp(interp)
-        check_length(frames, duration)
-        music = check_music(audio, audio_start, audio_duration, audio_react, on_beats, frames, duration)
         keyframes = [Keyframe(prompt, seed, settings.negative) for seed in parse_seeds(seeds)]
-        check_walk(keyframes, loop, "seeds")
-        output = output or Path(f"{slug(prompt)}.mp4")
-        check_outputs(output, overwrite, frames_dir, music)
-        engine = Engine(compile, channels_last, vae_slicing, vae_tiling)
-        job = walk_job("seed-walk", settings, engine, keyframes, loop, duration, frames, interp, "lerp", smooth, crossfade, music, quiet)
-        options = Options(overwrite, quiet, keep_frames, frames_dir, allow_pickle)
-        run_walk(job, output, options, json_out)
+        walk("seed-walk", settings, engine, keyframes, flags, "seeds", Path(f"{slug(prompt)}.mp4"), interp, "lerp")
 
 
 @app.command("prompt-walk")
+@takes(WALK, MODEL, OUTPUT)
 def prompt_walk(
     prompts_file: Annotated[Path, typer.Argument(metavar="PROMPTS_FILE", help="Prompts file: one keyframe per line, e.g. 'a castle at dawn | seed=7 | frames=60'.", show_default=False)],
-    output: VideoOut = None,
     seed: Annotated[str, typer.Option("--seed", help="Seed of the lines that set none.")] = "0",
-    frames: Frames = None,
-    duration: Duration = None,
-    fps: Fps = None,
-    loop: Loop = False,
     interp: Annotated[str, typer.Option("--interp", help="How the text embeddings move between prompts: lerp or slerp. Seeds are always slerped.")] = "lerp",
-    ease: Ease = None,
-    smooth: Smooth = True,
-    crossfade: Crossfade = True,
-    audio: Audio = None,
-    audio_start: AudioStart = None,
-    audio_duration: AudioDuration = None,
-    audio_react: AudioReact = None,
-    on_beats: OnBeats = None,
-    model: Model = None,
-    revision: Revision = None,
-    lora: Lora = None,
-    vae: Vae = None,
-    preset: Preset = None,
-    steps: Steps = None,
-    guidance: Guidance = None,
-    size: Size = None,
-    negative: Negative = None,
-    scheduler: Scheduler = None,
-    device: Device = None,
-    dtype: Dtype = None,
-    batch_size: BatchSize = None,
-    compile: Compile = False,
-    channels_last: ChannelsLast = False,
-    vae_slicing: VaeSlicing = False,
-    vae_tiling: VaeTiling = False,
-    allow_pickle: AllowPickle = False,
-    crf: Crf = None,
-    frames_dir: FramesDir = None,
-    keep_frames: KeepFrames = False,
-    overwrite: Overwrite = False,
-    quiet: Quiet = False,
-    json_out: Json = False,
+    flags: dict = None,
 ) -> None:
     """A story: the text embeddings (and seeds) are interpolated from prompt to prompt.
 
@@ -321,24 +276,12 @@ def prompt_walk(
     between those with one.
     """
     with one_line_errors():
-        settings = resolve_settings(
-            preset, model=model, revision=revision, lora=lora, vae=vae, steps=steps, guidance=guidance, size=size,
-            negative=negative, scheduler=scheduler, device=device, dtype=dtype, batch_size=batch_size,
-            fps=fps, frames=frames, crf=crf, ease=ease,
-        )  # fmt: skip
+        settings, engine, _ = settings_of(flags)
         check_interp(interp)
-        check_length(frames, duration)
-        music = check_music(audio, audio_start, audio_duration, audio_react, on_beats, frames, duration)
         keyframes = read_prompts(prompts_file, parse_seed(seed, "--seed"), settings.negative)
         for k in keyframes:
             check_prompt(k.prompt)
-        check_walk(keyframes, loop, "prompts")
-        output = output or prompts_file.with_suffix(".mp4")
-        check_outputs(output, overwrite, frames_dir, music)
-        engine = Engine(compile, channels_last, vae_slicing, vae_tiling)
-        job = walk_job("prompt-walk", settings, engine, keyframes, loop, duration, frames, "slerp", interp, smooth, crossfade, music, quiet)
-        options = Options(overwrite, quiet, keep_frames, frames_dir, allow_pickle)
-        run_walk(job, output, options, json_out)
+        walk("prompt-walk", settings, engine, keyframes, flags, "prompts", prompts_file.with_suffix(".mp4"), "slerp", interp)
 
 
 @app.command()
@@ -591,6 +534,22 @@ def check_outputs(output: Path, overwrite: bool, frames_dir: Path | None, music:
     check_writable_file(sidecar(output), overwrite)
     if frames_dir is not None:
         check_frames_dir(frames_dir)
+
+
+def walk(command: str, settings: Settings, engine: Engine, keyframes: list[Keyframe], flags: dict, what: str,
+         default_output: Path, noise_interp: str, cond_interp: str) -> None:  # fmt: skip
+    """What seed-walk and prompt-walk share once their keyframes are known: every check that
+    needs no model, then the job and the run."""
+    frames, duration, loop, quiet = flags["frames"], flags["duration"], flags["loop"], flags["quiet"]
+    check_length(frames, duration)
+    music = check_music(flags["audio"], flags["audio_start"], flags["audio_duration"], flags["audio_react"], flags["on_beats"], frames, duration)
+    check_walk(keyframes, loop, what)
+    output = flags["output"] or default_output
+    check_outputs(output, flags["overwrite"], flags["frames_dir"], music)
+    job = walk_job(command, settings, engine, keyframes, loop, duration, frames, noise_interp, cond_interp,
+                   flags["smooth"], flags["crossfade"], music, quiet)  # fmt: skip
+    options = Options(flags["overwrite"], quiet, flags["keep_frames"], flags["frames_dir"], flags["allow_pickle"])
+    run_walk(job, output, options, flags["json_out"])
 
 
 def walk_job(command: str, settings: Settings, engine: Engine, keyframes: list[Keyframe], loop: bool, duration: float | None,

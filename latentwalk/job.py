@@ -38,6 +38,9 @@ DEFAULTS = dict(
     dtype=None,
     lora=(),  # [(absolute path, scale)]: LoRA weights fused into the model, in order
     vae=None,  # a VAE replacing the model's: a diffusers folder or a .safetensors file
+    family=None,  # a single-file model's family (catalog.SINGLE_FILE), when its keys do not tell
+    model_config=None,  # a single-file model's configs and tokenizers: a diffusers folder or hub id
+    long_prompts=False,  # encode prompts past CLIP's 77 tokens in chunks
 )
 
 
@@ -59,6 +62,9 @@ class Settings:
     dtype: str | None
     lora: list = field(default_factory=list)
     vae: str | None = None
+    family: str | None = None
+    model_config: str | None = None
+    long_prompts: bool = False
 
 
 def resolve_settings(preset: str | None, **flags) -> Settings:
@@ -68,10 +74,11 @@ def resolve_settings(preset: str | None, **flags) -> Settings:
     if preset is not None:
         values.update(load_preset(preset))
     values.update({key: value for key, value in flags.items() if value is not None})
+    check_single_file(values)
     if values["steps"] is None or values["guidance"] is None:
         from latentwalk.catalog import defaults
 
-        steps, guidance = defaults(values["model"], values["revision"])
+        steps, guidance = defaults(values["model"], values["revision"], values["family"], values["model_config"])
         values["steps"] = steps if values["steps"] is None else values["steps"]
         values["guidance"] = guidance if values["guidance"] is None else values["guidance"]
     check_positive("--steps", values["steps"], limit=1000)
@@ -87,20 +94,44 @@ def resolve_settings(preset: str | None, **flags) -> Settings:
     if values["size"] is not None:
         values["size"] = parse_size(str(values["size"]))
     if values["scheduler"] is not None:
-        check_sampler(values["scheduler"], values["model"], values["revision"])  # milliseconds, not a model load
+        check_sampler(values["scheduler"], values)  # milliseconds, not a model load
     values["lora"] = [parse_lora(item) if isinstance(item, str) else [str(item[0]), float(item[1])] for item in values["lora"]]
     if values["vae"] is not None:
         values["vae"] = check_weights(str(values["vae"]), "--vae", folder=True)
     return Settings(**values)
 
 
-def check_sampler(name: str, model: str, revision: str | None) -> None:
+def check_single_file(values: dict) -> None:
+    """--family and --model-config describe a single-file model, and only that."""
+    from latentwalk.catalog import HUB_ID, SINGLE_FILE, single_file_family
+
+    model = Path(values["model"]).expanduser()
+    given = [f"--{name.replace('_', '-')}" for name in ("family", "model_config") if values[name] is not None]
+    if given and not model.is_file():
+        raise BadInput(f"{' and '.join(given)} {'are' if len(given) > 1 else 'is'} for a single-file --model; {values['model']!r} names its own pipeline")
+    if values["family"] is not None and values["family"] not in SINGLE_FILE:
+        raise BadInput(f"--family must be one of {', '.join(SINGLE_FILE)}, got {values['family']!r}")
+    config = values["model_config"]
+    if config is not None:
+        where = Path(str(config)).expanduser()
+        if where.is_dir():
+            if not (where / "model_index.json").is_file():
+                raise BadInput(f"--model-config {config!r} is a folder but not a diffusers model (no model_index.json)")
+            values["model_config"] = str(where.resolve())
+        elif where.exists() or not HUB_ID.match(str(config)):
+            raise BadInput(f"--model-config {config!r}: not a diffusers folder, nor a hub id like org/name")
+    if model.is_file():
+        single_file_family(model, values["family"])  # a checkpoint whose keys name no family: one line now
+
+
+def check_sampler(name: str, values: dict) -> None:
     """The name, and where the model's small files tell its family, that the two fit."""
     from latentwalk.catalog import pipeline_info
     from latentwalk.schedulers import SAMPLERS, names_for
 
     sampler = SAMPLERS[canonical(name)]
-    info = pipeline_info(model, revision)
+    model = values["model"]
+    info = pipeline_info(model, values["revision"], values["family"], values["model_config"])
     if info is not None:
         kind = "flow" if info[0] in ("StableDiffusion3Pipeline", "FluxPipeline") else "noise"
         if sampler.kind != kind:
@@ -303,11 +334,15 @@ _NOT_PIXELS = ("fps", "crf", "frames", "ease", "batch_size", "device", "dtype")
 _NOT_RENDERS = ("plan", "lengths", "smooth", "crossfade", "chunks", "loop", "discontinuities", "audio")
 
 
+# Settings added after 0.1, left out of the key at their defaults: older interrupted renders resume.
+_LATER = {"family": None, "model_config": None, "long_prompts": False}
+
+
 def job_key(job: Job, identity: dict[str, Any]) -> str:
     """A hash of everything that can change a pixel. `identity` holds what the job alone does
     not pin down: the resolved device and dtype, the model's files and the library versions."""
     data = {k: v for k, v in job.to_dict().items() if k not in _NOT_RENDERS}
-    data["settings"] = {k: v for k, v in data["settings"].items() if k not in _NOT_PIXELS}
+    data["settings"] = {k: v for k, v in data["settings"].items() if k not in _NOT_PIXELS and not (k in _LATER and v == _LATER[k])}
     data["keyframes"] = [{k: v for k, v in kf.items() if k not in ("frames", "at")} for kf in data["keyframes"]]
     text = json.dumps({"job": data, "identity": identity}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:20]

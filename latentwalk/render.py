@@ -109,8 +109,7 @@ class Renderer:
         self.backend, self.spec, self.store = backend, spec, store
         timings = spec.timings
         started = time.perf_counter()
-        per_keyframe = [backend.conditioning(k.prompt, k.negative) for k in spec.keyframes]
-        self.conds = {name: torch.cat([c[name] for c in per_keyframe]) for name in per_keyframe[0]}
+        self.conds = backend.keyframe_conditioning([(k.prompt, k.negative) for k in spec.keyframes])
         self.noises = torch.cat([backend.noise(k.seed, spec.width, spec.height) for k in spec.keyframes])
         timings["encode"] += time.perf_counter() - started
         self.mix_noise = INTERPOLATIONS[spec.noise_interp]

@@ -104,13 +104,15 @@ def run(job: Job, sink, options: Options, warn: Callable[[str], None], texts: Te
     started = time.perf_counter()
     with signals_raise():
         device = resolve_device(job.settings.device)
-        dtype = resolve_dtype(job.settings.dtype, device, job.settings.model)
+        s = job.settings
+        dtype = resolve_dtype(s.dtype, device, s.model, s.family, s.model_config)
         identity = {
             "device": device.type,
             "dtype": str(dtype).removeprefix("torch."),
             "model": manifest.model_fingerprint(job.settings.model, job.settings.revision),
             # A changed LoRA or VAE file changes the pixels: its stamp is in the key too.
-            "weights": [manifest.model_fingerprint(path, None) for path in [*(p for p, _ in job.settings.lora), *filter(None, [job.settings.vae])]],
+            # So does a single file's config folder (its tokenizers).
+            "weights": [manifest.model_fingerprint(path, None) for path in [*(p for p, _ in s.lora), *filter(None, [s.vae, s.model_config])]],
             "versions": {k: v for k, v in manifest.versions().items() if k != "python"},
         }
         key = job_key(job, identity)
@@ -236,10 +238,10 @@ def load_backend(job: Job, device, dtype, options: Options, timings: dict, warn,
 
     settings, engine = job.settings, job.engine
     started = time.perf_counter()
-    pipe = load_pipeline(settings.model, dtype, settings.revision, options.allow_pickle)
-    apply_vae(pipe, settings.vae, dtype, options.allow_pickle, settings.model)
+    pipe = load_pipeline(settings.model, dtype, settings.revision, options.allow_pickle, settings.family, settings.model_config)
+    apply_vae(pipe, settings.vae, dtype, options.allow_pickle, settings.model, settings.family, settings.model_config)
     apply_loras(pipe, settings.lora, options.allow_pickle)
-    backend = Backend(pipe, settings.model, device, dtype, scheduler=settings.scheduler, warn=warn)
+    backend = Backend(pipe, settings.model, device, dtype, scheduler=settings.scheduler, warn=warn, long_prompts=settings.long_prompts)
     width, height = settings.size or backend.default_size
     backend.check_size(width, height)
     backend.check_steps(settings.steps)

@@ -46,7 +46,9 @@ def clip_config(tokenizer: CLIPTokenizer, hidden: int = 32, projection: int = 32
 def build_tiny_sdxl_pipeline(seed: int = 0, time_cond_proj_dim: int | None = None):
     """An SDXL pipeline at toy sizes (diffusers' own SDXL tests' components, with our offline
     tokenizer): two text encoders, pooled embeddings and added time ids, like the real one.
-    `time_cond_proj_dim` makes an LCM-style UNet that embeds the guidance."""
+    `time_cond_proj_dim` makes an LCM-style UNet that embeds the guidance. The two encoders
+    differ in width as the real ones do (768 and 1280): diffusers tells them apart by it when
+    it converts a single-file checkpoint."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
     from transformers import CLIPTextModelWithProjection
 
@@ -59,14 +61,14 @@ def build_tiny_sdxl_pipeline(seed: int = 0, time_cond_proj_dim: int | None = Non
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
             attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
             addition_time_embed_dim=8, transformer_layers_per_block=(1, 1),
-            projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64, norm_num_groups=8,
+            projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=32 + 48, norm_num_groups=8,
         )  # fmt: skip
         vae = AutoencoderKL(
             in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
             block_out_channels=(8, 16, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=8, sample_size=TINY_SIZE,
         )  # fmt: skip
         text_encoder = CLIPTextModel(clip_config(tokenizer))
-        text_encoder_2 = CLIPTextModelWithProjection(clip_config(tokenizer))
+        text_encoder_2 = CLIPTextModelWithProjection(clip_config(tokenizer, hidden=48))
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1, beta_schedule="scaled_linear", timestep_spacing="leading")
     for module in (text_encoder, text_encoder_2, unet, vae):
         module.eval()

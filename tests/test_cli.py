@@ -334,7 +334,7 @@ def test_a_prompt_past_the_token_limit_warns_with_the_dropped_words(cli):
     result = cli("generate", prompt, *FAST, "-o", "long.png")
     warning = next(line for line in result.stderr.splitlines() if "tokens" in line)
     assert warning.startswith("Warning: prompt is longer than the CLIP text encoder's 77 tokens; dropped: ")
-    assert warning.endswith("with a red dragon'")
+    assert warning.endswith("with a red dragon'; --long-prompts reads it all")
 
 
 def test_out_of_memory_is_exit_3_with_a_hint(tmp_path, monkeypatch):

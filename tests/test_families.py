@@ -227,6 +227,45 @@ def test_long_prompts_warn_once_per_encoder_that_drops_words():
     assert "dusk" in warnings[2]
 
 
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_long_prompts_read_every_word_in_windows_and_keep_short_prompts_as_they_were(family, saved_model):
+    pipe = load_pipeline(str(saved_model), torch.float32) if family == "sd" else build_tiny_sdxl_pipeline()
+    warnings = []
+    cut = Backend(pipe, "mem", CPU, torch.float32, warn=warnings.append)
+    whole = Backend(pipe, "mem", CPU, torch.float32, warn=warnings.append, long_prompts=True)
+    short = ("a red circle", "blurry")
+    assert all(torch.equal(a, b) for a, b in zip(cut.keyframe_conditioning([short]).values(), whole.keyframe_conditioning([short]).values()))
+    # 174 tokens: 3 windows of 75; two prompts that differ at the end.
+    long = ["a castle on a hill " * 12 + "at dawn", "a castle on a hill " * 12 + "at dusk"]
+    cond = whole.keyframe_conditioning([(long[0], ""), (long[1], ""), short])
+    width = pipe.text_encoder.config.hidden_size + (pipe.text_encoder_2.config.hidden_size if family == "sdxl" else 0)
+    assert cond["prompt_embeds"].shape == (3, 3 * 77, width) == cond["negative_prompt_embeds"].shape
+    assert not torch.equal(cond["prompt_embeds"][0], cond["prompt_embeds"][1])  # the last words count
+    assert not warnings
+    cut_cond = cut.keyframe_conditioning([(long[0], ""), (long[1], "")])
+    assert torch.equal(cut_cond["prompt_embeds"][0], cut_cond["prompt_embeds"][1])  # without: both cut alike
+    assert len(warnings) == 2 and warnings[0].endswith("; --long-prompts reads it all")
+    # The first window is the prompt's usual encoding, cut at 77 tokens.
+    assert torch.equal(cond["prompt_embeds"][0, :77], cut_cond["prompt_embeds"][0])
+    if family == "sdxl":
+        assert torch.equal(cond["pooled_prompt_embeds"][0], cut_cond["pooled_prompt_embeds"][0])
+
+
+def test_long_prompts_walk_and_are_part_of_the_job(run, tmp_path, saved_model):
+    (tmp_path / "story.txt").write_text("a castle on a hill " * 12 + "at dawn\n" + "a castle on a hill " * 12 + "at dusk\n")
+    common = ("--model", saved_model, "--steps", "2", "--frames", "2", "--no-smooth")
+    run("prompt-walk", "story.txt", *common, "--long-prompts", "--frames-dir", "long", "-o", "long.mp4")
+    settings = json.loads((tmp_path / "long.mp4.json").read_text())["job"]["settings"]
+    assert settings["long_prompts"] is True
+    cut = run("prompt-walk", "story.txt", *common, "--frames-dir", "cut", "-o", "cut.mp4")
+    assert "--long-prompts reads it all" in cut.output
+    # Cut, both keyframes read the same 77 tokens and the walk stands still; whole, it moves.
+    assert np.array_equal(read_png(tmp_path / "cut" / "frame_000000.png"), read_png(tmp_path / "cut" / "frame_000002.png"))
+    assert not np.array_equal(read_png(tmp_path / "long" / "frame_000000.png"), read_png(tmp_path / "long" / "frame_000002.png"))
+    again = json.loads(run("render", "long.mp4.json", "-o", "again.mp4", "--json").stdout)
+    assert again["frames"] == 3
+
+
 @pytest.fixture(scope="module")
 def lora_file(tmp_path_factory, saved_model) -> Path:
     """A tiny LoRA for the saved tiny model, written the way diffusers' trainers write one."""

@@ -31,7 +31,7 @@ class Flux(StableDiffusion3):
         factor = self.pipe.vae_scale_factor
         return (self.pipe.transformer.config.in_channels // 4, 2 * (height // (factor * 2)), 2 * (width // (factor * 2)))
 
-    t5_tokens = 512
+    t5_tokens = 512  # the most Flux reads, with or without --long-prompts
 
     def t5_tokenizer(self):
         return self.pipe.tokenizer_2

@@ -17,6 +17,11 @@ class StableDiffusion:
     pipelines: tuple[type, ...] = (StableDiffusionPipeline, LatentConsistencyModelPipeline)
     sampler_kind = "noise"
     constant: frozenset[str] = frozenset()  # every conditioning tensor moves with the walk
+    # --long-prompts: CLIP reads a prompt in windows of 75 tokens, each encoded as a prompt of
+    # its own and their token embeddings joined (A1111's and compel's way). Every keyframe of a
+    # job gets as many windows as its longest text needs (`prepare`), so their tensors still mix.
+    long_prompts = False
+    windows = 1
 
     def __init__(self, pipe, device: torch.device, dtype: torch.dtype, warn: Callable[[str], None]):
         self.pipe, self.device, self.dtype, self.warn = pipe, device, dtype, warn
@@ -50,21 +55,54 @@ class StableDiffusion:
         cond.update({f"negative_{name}": value for name, value in self.encode(negative, negative=True).items()})
         return cond
 
+    def prepare(self, texts: list[str]) -> None:
+        """Before a job's keyframes are encoded: every text it will encode."""
+        if self.long_prompts:
+            tokenizer = self.pipe.tokenizer or self.pipe.tokenizer_2
+            size = tokenizer.model_max_length - 2
+            self.windows = max(1, *(-(-len(tokenizer(t, add_special_tokens=False).input_ids) // size) for t in texts))
+
     def encode(self, text: str, negative: bool = False) -> dict[str, torch.Tensor]:
         """Encoded once per distinct text per run, however many keyframes share it."""
-        key = f"{negative}:{text}"
+        key = f"{negative}:{self.windows}:{text}"
         if key not in self._text_cache:
             self._warn_if_truncated(text)
             self._text_cache[key] = {name: value.float() for name, value in self._encode(text, negative).items()}
         return self._text_cache[key]
 
     def _encode(self, text: str, negative: bool) -> dict[str, torch.Tensor]:
+        if self.long_prompts:
+            return {"prompt_embeds": torch.cat(self.clip_windows(self.pipe.tokenizer, self.pipe.text_encoder, text, lambda out: out[0]), dim=1)}
         embeds, _ = self.pipe.encode_prompt(text, self.device, 1, False)
         return {"prompt_embeds": embeds}
 
+    def clip_windows(self, tokenizer, encoder, text: str, pick: Callable) -> list:
+        """`pick` of the encoder's output for each window of the text's tokens: start token, 75
+        tokens, end token and padding, as the pipeline encodes a short prompt (the first window
+        of a short prompt is exactly its encoding); windows past the text's end are empty."""
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+        length = tokenizer.model_max_length
+        picked = []
+        for i in range(self.windows):
+            window = [tokenizer.bos_token_id, *ids[i * (length - 2) : (i + 1) * (length - 2)], tokenizer.eos_token_id]
+            mask = [1] * len(window) + [0] * (length - len(window))
+            window += [tokenizer.pad_token_id] * (length - len(window))
+            use_mask = getattr(encoder.config, "use_attention_mask", False)
+            output = encoder(torch.tensor([window], device=self.device), attention_mask=torch.tensor([mask], device=self.device) if use_mask else None,
+                             output_hidden_states=True)  # fmt: skip
+            picked.append(pick(output))
+        return picked
+
+    def clip_tokens(self, tokenizer) -> int:
+        """How many tokens CLIP reads: 77, or the windows' with --long-prompts."""
+        length = tokenizer.model_max_length
+        return self.windows * (length - 2) + 2 if self.long_prompts else length
+
     def tokenizers(self) -> list[tuple[str, object, int]]:
         """(encoder name, tokenizer, tokens it reads) for the truncation warning."""
-        return [("CLIP", self.pipe.tokenizer, self.pipe.tokenizer.model_max_length)]
+        return [("CLIP", self.pipe.tokenizer, self.clip_tokens(self.pipe.tokenizer))]
+
+    chunked_clip = True  # whether --long-prompts reads past CLIP's 77 tokens in this family
 
     def _warn_if_truncated(self, text: str) -> None:
         """One warning per encoder that drops words, naming them (CLIP reads 77 tokens, T5 in
@@ -75,7 +113,8 @@ class StableDiffusion:
             ids = tokenizer(text, truncation=False).input_ids
             if len(ids) > limit:
                 dropped = tokenizer.decode(ids[limit - 1 : -1]).strip()
-                self.warn(f"prompt is longer than the {name} text encoder's {limit} tokens; dropped: {dropped!r}")
+                hint = "; --long-prompts reads it all" if name == "CLIP" and self.chunked_clip and not self.long_prompts else ""
+                self.warn(f"prompt is longer than the {name} text encoder's {limit} tokens; dropped: {dropped!r}{hint}")
 
     # ---- Sampling --------------------------------------------------------------------------------
 

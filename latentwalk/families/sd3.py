@@ -31,8 +31,16 @@ class StableDiffusion3(StableDiffusion):
         factor = self.pipe.vae_scale_factor
         return (self.pipe.transformer.config.in_channels, height // factor, width // factor)
 
-    # T5 reads this many tokens (the pipeline's max_sequence_length default).
-    t5_tokens = 256
+    # CLIP's 77 tokens join T5's in one sequence, so CLIP is not read in windows here; instead
+    # --long-prompts lets T5 read 512 tokens instead of the pipeline's default 256.
+    chunked_clip = False
+
+    def prepare(self, texts: list[str]) -> None:
+        pass
+
+    @property
+    def t5_tokens(self) -> int:
+        return 512 if self.long_prompts else 256
 
     def tokenizers(self) -> list[tuple[str, object, int]]:
         return [("CLIP", self.pipe.tokenizer, self.pipe.tokenizer.model_max_length), ("T5", self.t5_tokenizer(), self.t5_tokens)]
@@ -41,7 +49,8 @@ class StableDiffusion3(StableDiffusion):
         return self.pipe.tokenizer_3 if self.pipe.text_encoder_3 is not None else None
 
     def _encode(self, text: str, negative: bool) -> dict[str, torch.Tensor]:
-        embeds, _, pooled, _ = self.pipe.encode_prompt(text, None, None, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False)
+        embeds, _, pooled, _ = self.pipe.encode_prompt(text, None, None, device=self.device, num_images_per_prompt=1,
+                                                       do_classifier_free_guidance=False, max_sequence_length=self.t5_tokens)  # fmt: skip
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
     def timesteps(self, latents: torch.Tensor, steps: int) -> None:

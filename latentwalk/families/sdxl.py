@@ -22,7 +22,7 @@ class StableDiffusionXL(StableDiffusion):
     def tokenizers(self) -> list[tuple[str, object, int]]:
         # Both CLIP encoders read the same 77 tokens: one warning says it.
         tokenizer = self.pipe.tokenizer or self.pipe.tokenizer_2
-        return [("CLIP", tokenizer, tokenizer.model_max_length)]
+        return [("CLIP", tokenizer, self.clip_tokens(tokenizer))]
 
     def _encode(self, text: str, negative: bool) -> dict[str, torch.Tensor]:
         """Token embeddings and pooled embedding; both move with the walk (the pooled one is
@@ -31,6 +31,14 @@ class StableDiffusionXL(StableDiffusion):
         if negative and text == "" and self.pipe.config.get("force_zeros_for_empty_prompt", True):
             embeds, pooled = self._encode("x", False).values()
             return {"prompt_embeds": torch.zeros_like(embeds), "pooled_prompt_embeds": torch.zeros_like(pooled)}
+        if self.long_prompts and self.pipe.text_encoder is not None:
+            # As encode_prompt: both encoders' next-to-last hidden states side by side, the
+            # second's projected pooled output (of the first window, where the prompt starts).
+            pipe, second = self.pipe, lambda out: (out.hidden_states[-2], out.text_embeds)
+            first = self.clip_windows(pipe.tokenizer, pipe.text_encoder, text, lambda out: out.hidden_states[-2])
+            both = self.clip_windows(pipe.tokenizer_2, pipe.text_encoder_2, text, second)
+            embeds = torch.cat([torch.cat([a, b], dim=-1) for a, (b, _) in zip(first, both)], dim=1)
+            return {"prompt_embeds": embeds, "pooled_prompt_embeds": both[0][1]}
         embeds, _, pooled, _ = self.pipe.encode_prompt(text, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False)
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
