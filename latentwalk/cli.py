@@ -429,6 +429,147 @@ def models(
 
 
 @app.command()
+def batch(
+    jobs_file: Annotated[Path, typer.Argument(metavar="JOBS_FILE", help="A TOML file of [[job]] tables (see the README).", show_default=False)],
+    quiet: Quiet = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object per job as it ends (state, outputs, seconds, error, and the job's own summary).")] = False,
+) -> None:
+    """Run a list of renders in one process: consecutive jobs of one model load it once,
+    outputs that are already complete are skipped, and a failed job does not stop the others.
+    Ends with a summary; exit 1 if any job failed.
+
+    \b
+    Example, nightly.toml:
+      [[job]]
+      command = "seed-walk"
+      prompt = "a koi pond"
+      seeds = "1,2,3"
+      preset = "shapes"
+      output = "koi.mp4"
+    latentwalk batch nightly.toml
+    """
+    import typer.main
+
+    from latentwalk import runner
+    from latentwalk.batch import COMMANDS, read_jobs, to_argv
+
+    with one_line_errors():
+        tables = read_jobs(jobs_file)
+        commands = typer.main.get_command(app).commands
+        params = {name: {p.name: p for p in commands[name].params} for name in COMMANDS}
+        entries = [to_argv(i + 1, table, params, jobs_file.resolve().parent) for i, table in enumerate(tables)]
+    results = []
+    runner.LOADED = {}
+    try:
+        for entry in entries:
+            result = run_entry(entry, commands, quiet)
+            results.append(result)
+            if json_out:
+                typer.echo(json.dumps(result))
+            elif not quiet or result["state"] == "failed":
+                what = f"job {entry.number} ({entry.command}"
+                what += f" -> {', '.join(result['outputs'])})" if result["outputs"] else ")"
+                line = {"done": f"done in {result['seconds']:.1f}s", "skipped": "skipped: already complete"}.get(result["state"])
+                typer.echo(f"{what}: {line or 'failed: ' + str(result['error'])}", err=True)
+    finally:
+        runner.LOADED = None
+    failed = [r for r in results if r["state"] == "failed"]
+    counts = {state: sum(r["state"] == state for r in results) for state in ("done", "skipped", "failed")}
+    if not json_out and not (quiet and not failed):
+        typer.echo(f"{len(results)} jobs: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed"
+                   + (f" (job {', '.join(str(r['job']) for r in failed)})" if failed else ""), err=True)  # fmt: skip
+    if failed:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def run_entry(entry, commands: dict, quiet: bool) -> dict:
+    """One job of a batch, in process, through its command's own parser and checks. Its error
+    line is kept for the summary; its stderr still goes to the terminal as it runs."""
+    import contextlib
+    import io
+    import sys
+
+    result = {"job": entry.number, "command": entry.command, "state": "failed", "outputs": [], "seconds": 0.0, "error": entry.error}
+    if entry.error is not None:
+        return result
+    command = commands[entry.command]
+    argv = entry.argv[1:]
+    outputs = planned_outputs(command, entry.command, argv)
+    result["outputs"] = [str(p) for p in outputs]
+    if outputs and all(p.is_file() for p in outputs) and not any(a == "--overwrite" for a in argv[: argv.index("--")]):
+        result["state"] = "skipped"
+        return result
+    flags = ["--json"] + (["--quiet"] if quiet else [])
+    argv = flags + argv
+    stdout, stderr = io.StringIO(), _Tee(sys.stderr)
+    started = time.perf_counter()
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = command.main(args=argv, prog_name=f"latentwalk {entry.command}", standalone_mode=False)
+    except typer.Exit as e:
+        code = e.exit_code
+    except Exception as e:  # noqa: BLE001 - the parser's own errors (a bad number, a missing option), typer's click exceptions
+        if not hasattr(e, "format_message"):
+            raise
+        stderr.lines.append(f"Error: {e.format_message()}")
+        code = getattr(e, "exit_code", 2)
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    if not code:
+        result["state"] = "done"
+        result["error"] = None
+        try:
+            result["summary"] = json.loads(stdout.getvalue().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            pass
+    else:
+        errors = [line for line in stderr.lines if line.startswith(("Error: ", "Interrupted"))]
+        result["error"] = (errors[-1].removeprefix("Error: ") if errors else f"exit {code}")
+        result["exit_code"] = code
+        if code == 130 or code > 128:  # interrupted: the rest of the batch too
+            raise typer.Exit(code)
+    return result
+
+
+class _Tee:
+    """stderr that also keeps its lines (for a job's error in the batch's summary)."""
+
+    def __init__(self, stream):
+        self.stream, self.lines, self._part = stream, [], ""
+
+    def write(self, text: str) -> int:
+        self._part += text
+        *done, self._part = self._part.split("\n")
+        self.lines += done
+        return self.stream.write(text)
+
+    def __getattr__(self, name):  # isatty, fileno, flush, encoding: the terminal's
+        return getattr(self.stream, name)
+
+
+def planned_outputs(command, name: str, argv: list[str]) -> list[Path]:
+    """The files a job will write, from its parsed arguments; [] where that needs the run, or
+    where the arguments do not parse (the run then says why, rather than a skip hiding it)."""
+    try:
+        ctx = command.make_context(name, list(argv))
+    except Exception:  # noqa: BLE001 - the run reports what is wrong
+        return []
+    values = ctx.params
+    try:
+        if name == "generate":
+            output, seeds = values.get("output") or Path("."), parse_seeds(values.get("seeds") or "0")
+            if output.suffix.lower() == ".png":
+                return [output] if len(seeds) == 1 else [output.with_name(f"{output.stem}-{seed}.png") for seed in seeds]
+            return [output / f"{slug(values['prompt'])}-{seed}.png" for seed in seeds]
+        if values.get("output"):
+            return [Path(values["output"])]
+        if name == "seed-walk":
+            return [Path(f"{slug(values['prompt'])}.mp4")]
+        return [Path(values["prompts_file"]).with_suffix(".mp4")]
+    except (BadInput, KeyError, TypeError):
+        return []
+
+
+@app.command()
 def clean(
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Only list what would be removed.")] = False,
     older_than: Annotated[float, typer.Option("--older-than", help="Only work directories untouched for this many hours.")] = 0.0,

@@ -8,9 +8,11 @@ starts where this one stopped.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections import defaultdict
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -230,6 +232,12 @@ def _facts(job: Job, spec, motion) -> dict:
     return facts
 
 
+# The loaded model kept for the next job of the same process (`latentwalk batch`), by all that
+# shapes the loaded pipeline. One at a time: two large models need not fit in memory together.
+# None (a command line): each run loads its own.
+LOADED: dict | None = None
+
+
 def load_backend(job: Job, device, dtype, options: Options, timings: dict, warn, resumed_batch: int | None):
     """Load the model (diffusers is imported only now, after every cheap check). Returns the
     backend, the frame size and the batch size: the one given, else the one an interrupted run
@@ -238,10 +246,17 @@ def load_backend(job: Job, device, dtype, options: Options, timings: dict, warn,
 
     settings, engine = job.settings, job.engine
     started = time.perf_counter()
-    pipe = load_pipeline(settings.model, dtype, settings.revision, options.allow_pickle, settings.family, settings.model_config)
-    apply_vae(pipe, settings.vae, dtype, options.allow_pickle, settings.model, settings.family, settings.model_config)
-    apply_loras(pipe, settings.lora, options.allow_pickle)
-    backend = Backend(pipe, settings.model, device, dtype, scheduler=settings.scheduler, warn=warn, long_prompts=settings.long_prompts)
+    key = json.dumps([settings.model, settings.revision, settings.family, settings.model_config, settings.vae, settings.lora, str(dtype),
+                      str(device), settings.scheduler, settings.long_prompts, options.allow_pickle, asdict(engine)])  # fmt: skip
+    backend = LOADED.get(key) if LOADED is not None else None
+    fresh = backend is None
+    if fresh:
+        if LOADED:
+            LOADED.clear()  # let go of the last model before loading the next
+        pipe = load_pipeline(settings.model, dtype, settings.revision, options.allow_pickle, settings.family, settings.model_config)
+        apply_vae(pipe, settings.vae, dtype, options.allow_pickle, settings.model, settings.family, settings.model_config)
+        apply_loras(pipe, settings.lora, options.allow_pickle)
+        backend = Backend(pipe, settings.model, device, dtype, scheduler=settings.scheduler, warn=warn, long_prompts=settings.long_prompts)
     width, height = settings.size or backend.default_size
     backend.check_size(width, height)
     backend.check_steps(settings.steps)
@@ -252,7 +267,10 @@ def load_backend(job: Job, device, dtype, options: Options, timings: dict, warn,
             "the new frames may differ from an uninterrupted run by float rounding"
         )
     batch_size = settings.batch_size or resumed_batch or auto_batch_size(device, width, height, dtype)
-    backend.optimize(engine.compile, engine.channels_last, engine.vae_slicing, engine.vae_tiling)
+    if fresh:
+        backend.optimize(engine.compile, engine.channels_last, engine.vae_slicing, engine.vae_tiling)
+        if LOADED is not None:
+            LOADED[key] = backend
     timings["load"] += time.perf_counter() - started
     if settings.model == "builtin:tiny" and not options.quiet:
         warn("builtin:tiny is a random toy model and draws noise; use --preset shapes (offline) or sd-turbo for pictures")
