@@ -26,6 +26,7 @@ import diffusers  # noqa: E402
 from diffusers import DiffusionPipeline, PNDMScheduler  # noqa: E402
 
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
+from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from latentwalk import models  # noqa: E402
 from latentwalk.catalog import HUB_ID  # noqa: E402
@@ -35,7 +36,9 @@ from latentwalk.families.common import StepNoise  # noqa: E402
 from latentwalk.interp import seed_noise  # noqa: E402
 from latentwalk.schedulers import SAMPLERS, canonical, names_for  # noqa: E402
 
+# Loading bars are noise in a render's output (and in its logs); ours shows the render.
 diffusers_logging.disable_progress_bar()
+transformers_logging.disable_progress_bar()
 
 BUILTIN_MODELS = ("builtin:tiny", *models.FOLDERS)
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
@@ -148,7 +151,10 @@ def apply_vae(pipe: DiffusionPipeline, vae: str | None, dtype: torch.dtype, allo
             source = models.folder(model) if model in models.FOLDERS else model
             if Path(model).is_file():
                 source = config_source(Path(model), family, config)
-            loaded = AutoencoderKL.from_single_file(vae, config=str(source), subfolder="vae", torch_dtype=dtype)
+            from latentwalk.catalog import _hub_file
+
+            cached = Path(str(source)).is_dir() or _hub_file(str(source), "model_index.json", None) is not None
+            loaded = AutoencoderKL.from_single_file(vae, config=str(source), subfolder="vae", torch_dtype=dtype, local_files_only=cached)
     except Exception as e:  # noqa: BLE001 - a file that is not this kind of VAE: one line
         raise BadInput(f"--vae {vae!r} cannot be loaded as this model's VAE ({first_line(e)})") from e
     channels = (loaded.config.latent_channels, pipe.vae.config.latent_channels)
@@ -191,11 +197,15 @@ def apply_loras(pipe: DiffusionPipeline, loras: list, allow_pickle: bool = False
 
 def load_single_file(model: str, path: Path, options: dict, family: str | None, config: str | None) -> DiffusionPipeline:
     """A .safetensors (or trusted pickle) checkpoint in the original layout, converted by
-    diffusers with the configs of `config_source`: a local folder, or a hub model read from the
-    cache when it is there (no network), else downloaded (its configs only, kilobytes)."""
+    diffusers with the configs of its config source: --model-config, else the base model
+    diffusers itself infers from the keys and shapes (Playground v2.5, SD 3.5, an SD 2 768-v
+    model: more precise than the family's default), read from the hub cache when it is there
+    (no network), else downloaded (configs and tokenizers only)."""
     from latentwalk.catalog import _hub_file, config_source, pipeline_info
 
     source = config_source(path, family, config)
+    if config is None:
+        source = inferred_source(path, family) or source
     name, _ = pipeline_info(model, None, family, config)
     pipeline_class = getattr(diffusers, name, None)
     if pipeline_class is None or not hasattr(pipeline_class, "from_single_file"):
@@ -204,11 +214,33 @@ def load_single_file(model: str, path: Path, options: dict, family: str | None, 
     try:
         return pipeline_class.from_single_file(str(path), config=source, local_files_only=cached, **options)
     except Exception as e:  # noqa: BLE001 - any loader failure becomes one line for the user
-        where = "" if cached else (
-            f"; its configs come from {source!r}, which is not in the hub cache: run once online, "
-            "or pass --model-config with a diffusers folder of the same architecture"
+        where = "" if Path(source).is_dir() else (
+            f"; its configs come from {source!r}{'' if cached else ', which is not in the hub cache'}: run once online, or pass "
+            "--model-config with a diffusers folder of the same architecture (a transformer-only SD 3 or Flux file does "
+            "not load yet: use the model's diffusers folder or hub id)"
         )  # fmt: skip
         raise LatentwalkError(f"cannot load model {model!r}: {first_line(e)}{where}") from e
+
+
+def inferred_source(path: Path, family: str | None) -> str | None:
+    """The base model diffusers would pick for this checkpoint, if it is of the family we found
+    (a toy or unusual checkpoint can fool diffusers' key-and-shape rules; ours then stand)."""
+    from latentwalk.catalog import single_file_family
+
+    if path.suffix != ".safetensors":
+        return None
+    try:
+        from diffusers.loaders.single_file_utils import fetch_diffusers_config, infer_diffusers_model_type
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:  # shapes only: meta tensors, no weights read
+            meta = {key: torch.empty(f.get_slice(key).get_shape(), device="meta") for key in f.keys()}
+        kind, repo = infer_diffusers_model_type(meta), fetch_diffusers_config(meta)["pretrained_model_name_or_path"]
+    except Exception:  # noqa: BLE001 - diffusers' rules index keys a toy model lacks
+        return None
+    families = (("xl", "sdxl"), ("playground", "sdxl"), ("sd3", "sd3"), ("sd35", "sd3"), ("flux", "flux"), ("v2", "sd2"), ("inpainting_v2", "sd2"), ("v1", "sd1"))
+    inferred = next((name for prefix, name in families if kind.startswith(prefix)), None)
+    return repo if inferred == single_file_family(path, family) else None
 
 
 def pickle_only_weights(folder: Path) -> list[str]:
@@ -330,11 +362,13 @@ class Backend:
             pipe.vae.decoder = torch.compile(pipe.vae.decoder)
         self.compiled = compile
 
-    def warm_up(self, width: int, height: int, batch_size: int, guidance: float) -> None:
-        """Compile now, at the render's shapes (guidance doubles the UNet's batch), so a failure
-        comes before any output is started and the render itself does not recompile."""
+    def warm_up(self, width: int, height: int, batch_size: int, guidance: float, texts: list[str] = ()) -> None:
+        """Compile now, at the render's shapes (guidance doubles the UNet's batch; `texts`, the
+        job's prompts, set the conditioning's length), so a failure comes before any output is
+        started and the render itself does not recompile."""
         if not self.compiled:
             return
+        self.family.prepare(list(texts) or [""])
         cond = {name: value.repeat(batch_size, *([1] * (value.dim() - 1))) for name, value in self.conditioning("", "").items()}
         noise = self.noise(0, width, height).repeat(batch_size, 1, 1, 1)
         try:

@@ -70,8 +70,10 @@ def pipeline_info(model: str, revision: str | None, family: str | None = None, c
         return ("StableDiffusionPipeline", {})
     path = Path(model).expanduser()
     if path.is_file():
-        info = pipeline_info(config_source(path, family, config), None)
-        return info if info is not None else (SINGLE_FILE[single_file_family(path, family)][0], {})
+        source = config_source(path, family, config)
+        info = pipeline_info(source, None)
+        # Not cached yet: the family's pipeline, and Flux dev's guidance by its base model.
+        return info if info is not None else (SINGLE_FILE[single_file_family(path, family)][0], {"guidance_embeds": source != FLUX_SCHNELL_REPO})
     if path.is_dir():
         return _read(path / "model_index.json", path / "transformer" / "config.json")
     index = _hub_file(model, "model_index.json", revision)

@@ -38,7 +38,7 @@ from latentwalk.schedule import (
 )
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion: bash, zsh, fish, PowerShell
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help: it is the manual, and "[default: x]" must survive

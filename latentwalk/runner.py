@@ -279,7 +279,7 @@ def load_backend(job: Job, device, dtype, options: Options, timings: dict, warn,
         if unknown:
             warn(f"builtin:shapes never saw the words {', '.join(map(repr, unknown))}; it knows captions like '{shapes.Scene('large', 'red', 'circle', 'blue').caption}'")
     started = time.perf_counter()
-    backend.warm_up(width, height, batch_size, settings.guidance)
+    backend.warm_up(width, height, batch_size, settings.guidance, [text for k in job.keyframes for text in (k.prompt, k.negative)])
     if engine.compile:
         timings["compile"] += time.perf_counter() - started
     return backend, width, height, batch_size

@@ -119,3 +119,16 @@ def test_a_job_s_values_keep_their_types_and_flags(tmp_path):
     assert to_argv(3, {"command": "seed-walk", "seeds": "1"}, params, tmp_path).error == "seed-walk needs prompt"
     assert to_argv(4, {"command": "render"}, params, tmp_path).error == "command must be one of generate, seed-walk, prompt-walk, got 'render'"
     assert "use --json or --quiet on batch itself" in to_argv(5, {"command": "seed-walk", "prompt": "x", "quiet": True}, params, tmp_path).error
+
+
+def test_shell_completion_completes_commands_and_options():
+    from typer.testing import CliRunner
+
+    from latentwalk.cli import app
+
+    def complete(words: str) -> list[str]:
+        env = {"_LATENTWALK_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split(" ")) - 1)}
+        return CliRunner().invoke(app, [], env=env, prog_name="latentwalk").output.split()
+
+    assert complete("latentwalk seed-") == ["seed-walk"]
+    assert "--long-prompts" in complete("latentwalk prompt-walk --lo")

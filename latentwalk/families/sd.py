@@ -67,7 +67,8 @@ class StableDiffusion:
         key = f"{negative}:{self.windows}:{text}"
         if key not in self._text_cache:
             self._warn_if_truncated(text)
-            self._text_cache[key] = {name: value.float() for name, value in self._encode(text, negative).items()}
+            with torch.inference_mode():  # no autograd graph kept per text (and per window)
+                self._text_cache[key] = {name: value.float() for name, value in self._encode(text, negative).items()}
         return self._text_cache[key]
 
     def _encode(self, text: str, negative: bool) -> dict[str, torch.Tensor]:

@@ -32,15 +32,18 @@ class StableDiffusion3(StableDiffusion):
         return (self.pipe.transformer.config.in_channels, height // factor, width // factor)
 
     # CLIP's 77 tokens join T5's in one sequence, so CLIP is not read in windows here; instead
-    # --long-prompts lets T5 read 512 tokens instead of the pipeline's default 256.
+    # --long-prompts lets T5 read 512 tokens instead of the pipeline's default 256 (two
+    # "windows"), where a text of the job needs more: a job of short prompts is unchanged.
     chunked_clip = False
 
     def prepare(self, texts: list[str]) -> None:
-        pass
+        tokenizer = self.t5_tokenizer()
+        if self.long_prompts and tokenizer is not None:
+            self.windows = 2 if any(len(tokenizer(t).input_ids) > 256 for t in texts) else 1
 
     @property
     def t5_tokens(self) -> int:
-        return 512 if self.long_prompts else 256
+        return 256 * self.windows
 
     def tokenizers(self) -> list[tuple[str, object, int]]:
         return [("CLIP", self.pipe.tokenizer, self.pipe.tokenizer.model_max_length), ("T5", self.t5_tokenizer(), self.t5_tokens)]
