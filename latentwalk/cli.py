@@ -14,7 +14,7 @@ import re
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from inspect import Parameter, Signature, signature
 from pathlib import Path
 from typing import Annotated, Callable, Iterator, Optional
@@ -31,10 +31,12 @@ from latentwalk.schedule import (
     check_walk,
     parse_seed,
     parse_seeds,
+    parse_shard,
     plan_stills,
     plan_walk,
     read_prompts,
     segment_lengths,
+    shard_of,
 )
 
 app = typer.Typer(
@@ -86,6 +88,7 @@ AudioStart = Annotated[Optional[float], typer.Option("--audio-start", help="Wher
 AudioDuration = Annotated[Optional[float], typer.Option("--audio-duration", help="Length of the section in seconds; the video is as long unless --duration or --frames say otherwise. [default: to the end]", show_default=False)]
 AudioReact = Annotated[Optional[float], typer.Option("--audio-react", help="How much the music drives the motion: 0 even motion, 1 all change on the hits. [default: 0.8]", show_default=False)]
 OnBeats = Annotated[Optional[int], typer.Option("--on-beats", help="Keyframes on the beat, every N beats: the first at the start, the next on beat N, then 2N, ... (the section's first beat is beat 0); the video ends on the last one's beat.", show_default=False)]
+ShardOpt = Annotated[Optional[str], typer.Option("--shard", help="Render only part K of N of the walk (K/N, e.g. 2/4) into a segment video and its manifest; `latentwalk concat` joins the parts into the video one run would make. An evenly placed walk splits by whole segments, --no-smooth by frames. [default: the whole walk]", show_default=False)]
 VideoOut = Annotated[Optional[Path], typer.Option("--output", "-o", help="Video file: .mp4 (H.264), .webm (VP9) or .gif. [default: from the prompt]", show_default=False)]
 
 
@@ -106,6 +109,7 @@ WALK = {
     "ease": (Ease, None), "smooth": (Smooth, True), "crossfade": (Crossfade, True), "audio": (Audio, None),
     "audio_start": (AudioStart, None), "audio_duration": (AudioDuration, None), "audio_react": (AudioReact, None),
     "on_beats": (OnBeats, None), "crf": (Crf, None), "frames_dir": (FramesDir, None), "keep_frames": (KeepFrames, False),
+    "shard": (ShardOpt, None),
 }  # fmt: skip
 OUTPUT = {"overwrite": (Overwrite, False), "quiet": (Quiet, False), "json_out": (Json, False)}
 # The flags that are Settings (job.py), and so also preset keys; the rest of MODEL is the Engine.
@@ -315,12 +319,12 @@ def render(
         options = Options(overwrite, quiet, keep_frames, frames_dir, allow_pickle)
         index = data.get("index")
         if index is None:
-            if job.audio is not None:
+            if job.audio is not None and job.shard is None:
                 from latentwalk.video import check_audio_format
 
                 check_audio_format(target)
                 job.audio["file"] = str(manifest.find_audio(job.audio, manifest_file, audio))
-            elif audio is not None:
+            elif audio is not None and job.audio is None:
                 raise BadInput("--audio: the manifest's video has no audio")
             run_walk(job, target, options, json_out)
             return
@@ -337,6 +341,34 @@ def render(
         summary = run_job(job, {index: target}, options, only={index})
         summary["outputs"] = [str(target)]
         report(quiet, json_out, summary, f"Wrote {str(target)!r} in {summary['seconds']:.1f}s")
+
+
+@app.command()
+def concat(
+    segments: Annotated[list[Path], typer.Argument(metavar="SEGMENT", help="The segment videos of one render made with --shard, in any order.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The joined video (.mp4 or .webm, as the segments).", show_default=False)],
+    audio: Annotated[Optional[Path], typer.Option("--audio", help="The walk's audio file, if it is no longer where the manifests say (checked by its sha256).", show_default=False)] = None,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    json_out: Json = False,
+) -> None:
+    """Join the segments of a render split with --shard into the video one run would have made,
+    without re-encoding (stream copy), with the music muxed once. Refuses a missing, repeated or
+    foreign segment. The joined video gets a manifest that `latentwalk render` re-renders.
+
+    \b
+    Example:
+      latentwalk seed-walk "a koi pond" --seeds 1,2,3,4 --shard 1/2 -o koi.part1.mp4   # machine 1
+      latentwalk seed-walk "a koi pond" --seeds 1,2,3,4 --shard 2/2 -o koi.part2.mp4   # machine 2
+      latentwalk concat koi.part1.mp4 koi.part2.mp4 -o koi.mp4
+    """
+    from latentwalk.concat import join
+
+    with one_line_errors():
+        started = time.perf_counter()
+        summary = join(segments, output, overwrite, audio)
+        summary["seconds"] = round(time.perf_counter() - started, 3)
+        report(quiet, json_out, summary, f"Wrote {str(output)!r}: {summary['frames']} frames from {summary['parts']} segments")
 
 
 @app.command()
@@ -685,17 +717,22 @@ def walk(command: str, settings: Settings, engine: Engine, keyframes: list[Keyfr
     check_length(frames, duration)
     music = check_music(flags["audio"], flags["audio_start"], flags["audio_duration"], flags["audio_react"], flags["on_beats"], frames, duration)
     check_walk(keyframes, loop, what)
+    shard = None if flags["shard"] is None else parse_shard(flags["shard"])
+    if shard is not None:
+        default_output = default_output.with_name(f"{default_output.stem}.part{shard[0]}of{shard[1]}{default_output.suffix}")
     output = flags["output"] or default_output
+    if shard is not None and output.suffix.lower() not in (".mp4", ".webm"):
+        raise BadInput(f"--shard: a segment is an .mp4 or .webm (joined without re-encoding), got {str(output)!r}")
     check_outputs(output, flags["overwrite"], flags["frames_dir"], music)
     job = walk_job(command, settings, engine, keyframes, loop, duration, frames, noise_interp, cond_interp,
-                   flags["smooth"], flags["crossfade"], music, quiet)  # fmt: skip
+                   flags["smooth"], flags["crossfade"], music, quiet, shard)  # fmt: skip
     options = Options(flags["overwrite"], quiet, flags["keep_frames"], flags["frames_dir"], flags["allow_pickle"])
     run_walk(job, output, options, flags["json_out"])
 
 
 def walk_job(command: str, settings: Settings, engine: Engine, keyframes: list[Keyframe], loop: bool, duration: float | None,
              frames: int | None, noise_interp: str, cond_interp: str, smooth: bool, crossfade: bool,
-             music: MusicOptions | None = None, quiet: bool = True) -> Job:  # fmt: skip
+             music: MusicOptions | None = None, quiet: bool = True, shard: tuple[int, int] | None = None) -> Job:  # fmt: skip
     """A walk: its segments' lengths (from --frames, --duration, keyframe times or the music),
     and the frames' positions unless they are placed while rendering (smooth)."""
     from latentwalk.music import frame_envelope, keyframe_lengths, walk_profile
@@ -760,7 +797,12 @@ def walk_job(command: str, settings: Settings, engine: Engine, keyframes: list[K
     plan = None
     if not smooth:
         plan = plan_walk(lengths, loop, settings.ease, walk_profile(audio, lengths))
-    return Job(command, settings, engine, keyframes, plan, loop, noise_interp, cond_interp, lengths, smooth, crossfade and smooth, audio=audio)
+    part = None
+    if shard is not None:  # after the placement's inputs (lengths, music): each shard computes them all
+        part = asdict(shard_of(*shard, lengths, loop, by_segments=smooth))
+        plan = None if plan is None else [f for f in plan if part["first"] <= f.index < part["end"]]
+    return Job(command, settings, engine, keyframes, plan, loop, noise_interp, cond_interp, lengths, smooth, crossfade and smooth,
+               audio=audio, shard=part)  # fmt: skip
 
 
 def run_walk(job: Job, output: Path, options: Options, json_out: bool) -> None:
@@ -768,6 +810,8 @@ def run_walk(job: Job, output: Path, options: Options, json_out: bool) -> None:
     summary = run_job(job, output, options)
     summary.update(output=str(output), fps=job.settings.fps, keyframes=len(job.keyframes), loop=job.loop,
                    frames_per_second=round(job.frame_count / summary["seconds"], 3))  # fmt: skip
+    if job.shard is not None:
+        summary["shard"] = job.shard
     n, seconds = job.frame_count, summary["seconds"]
     line = f"Wrote {str(output)!r}: {n} frames from {summary['renders']} renders, {summary['width']}x{summary['height']}, {seconds:.1f}s ({n / seconds:.2f} frames/s)"
     for jump in summary.get("discontinuities", []):
@@ -786,7 +830,8 @@ def run_job(job: Job, output: Path | dict[int, Path], options: Options, only: se
     if isinstance(output, dict):
         sink = ImageSink(output)
         return run(job, sink, options, warn, lambda frame, resolved: image_text(job, frame, resolved), only)
-    audio = None if job.audio is None else (Path(job.audio["file"]), float(job.audio["start"]))
+    # A shard's segment has no sound: `concat` muxes it once into the joined video.
+    audio = None if job.audio is None or job.shard is not None else (Path(job.audio["file"]), float(job.audio["start"]))
     sink = VideoSink(output, job.settings.fps, job.settings.crf, audio)
     return run(job, sink, options, warn, lambda frame, resolved: frame_text(job, frame, resolved))
 

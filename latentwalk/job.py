@@ -207,12 +207,22 @@ class Job:
     # section, react, on_beats, and its envelope per frame interval, which with react sets how
     # much each frame changes. Muxed into the video; it moves renders but changes no pixel.
     audio: dict | None = None
+    # One part of a walk split across machines (schedule.Shard as a dict: k, n, first, end, lo,
+    # hi): it renders the frames [first, end) of the whole video, and its plan holds just those.
+    shard: dict | None = None
 
     @property
     def frame_count(self) -> int:
+        if self.shard is not None:
+            return self.shard["end"] - self.shard["first"]
         if self.plan is not None:
             return len(self.plan)
         return sum(self.lengths) + (0 if self.loop else 1)
+
+    @property
+    def first_frame(self) -> int:
+        """The index in the whole video of this output's first frame (a shard's offset)."""
+        return 0 if self.shard is None else self.shard["first"]
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -252,6 +262,7 @@ class Job:
                 chunks=chunks,
                 discontinuities=data.get("discontinuities"),
                 audio=data.get("audio"),
+                shard=data.get("shard"),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise BadInput(f"not a latentwalk job ({type(e).__name__}: {e})") from None
@@ -265,8 +276,10 @@ class Job:
             raise BadInput(f"unknown command {self.command!r}")
         if not n or (self.plan is None and not self.lengths) or self.plan == []:
             raise BadInput("no frames or no keyframes")
+        if self.shard is not None:
+            check_shard(self.shard, self.lengths, self.loop)
         for position, f in enumerate(self.plan or []):
-            ok = f.index == position and 0 <= f.a < n and 0 <= f.b < n and 0.0 <= f.t <= 1.0
+            ok = f.index == self.first_frame + position and 0 <= f.a < n and 0 <= f.b < n and 0.0 <= f.t <= 1.0
             if f.t2 is not None:
                 ok = ok and f.t <= f.t2 <= 1.0 and 0.0 < f.alpha < 1.0
             if not ok:
@@ -292,6 +305,19 @@ class Job:
             raise BadInput("a setting or keyframe has the wrong type")  # fmt: skip
         check_positive("steps", self.settings.steps, limit=1000)
         check_positive("batch_size", self.settings.batch_size, limit=1024)
+
+
+def check_shard(shard, lengths: list[int] | None, loop: bool) -> None:
+    """A manifest's shard is the one its walk's shape gives (a hand-edited one is refused)."""
+    from latentwalk.schedule import shard_of
+
+    try:
+        k, n, by_segments = int(shard["k"]), int(shard["n"]), shard.get("lo") is not None
+        ok = lengths is not None and asdict(shard_of(k, n, lengths, loop, by_segments)) == shard
+    except (KeyError, TypeError, ValueError, BadInput):
+        ok = False
+    if not ok:
+        raise BadInput("the shard section does not fit the walk (k, n, first, end, lo, hi)")
 
 
 def check_audio(audio, lengths: list[int] | None) -> None:
@@ -335,14 +361,24 @@ _NOT_RENDERS = ("plan", "lengths", "smooth", "crossfade", "chunks", "loop", "dis
 
 
 # Settings added after 0.1, left out of the key at their defaults: older interrupted renders resume.
-_LATER = {"family": None, "model_config": None, "long_prompts": False}
+_LATER = {"family": None, "model_config": None, "long_prompts": False, "shard": None}
 
 
 def job_key(job: Job, identity: dict[str, Any]) -> str:
     """A hash of everything that can change a pixel. `identity` holds what the job alone does
     not pin down: the resolved device and dtype, the model's files and the library versions."""
-    data = {k: v for k, v in job.to_dict().items() if k not in _NOT_RENDERS}
+    data = {k: v for k, v in job.to_dict().items() if k not in _NOT_RENDERS and not (k in _LATER and v == _LATER[k])}
     data["settings"] = {k: v for k, v in data["settings"].items() if k not in _NOT_PIXELS and not (k in _LATER and v == _LATER[k])}
     data["keyframes"] = [{k: v for k, v in kf.items() if k not in ("frames", "at")} for kf in data["keyframes"]]
     text = json.dumps({"job": data, "identity": identity}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def render_id(job: Job) -> str:
+    """The whole render a shard is part of: every field of its job but the shard's own and
+    what its run found (positions, batches, jumps); the audio by content, not by where it is."""
+    data = {k: v for k, v in job.to_dict().items() if k not in ("plan", "chunks", "discontinuities", "shard")}
+    if data.get("audio"):
+        data["audio"] = {k: v for k, v in data["audio"].items() if k != "file"}
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:20]

@@ -28,7 +28,7 @@ import torch
 from latentwalk.backend import Backend
 from latentwalk.interp import INTERPOLATIONS, seed_noise, step_seed
 from latentwalk.placement import EXTRA_RENDERS, ROUND
-from latentwalk.schedule import EASINGS, Frame, Keyframe, Pos, batched, position
+from latentwalk.schedule import EASINGS, Frame, Keyframe, Pos, Shard, batched, position
 
 
 @dataclass
@@ -58,6 +58,7 @@ class RenderSpec:
     # Renders in the batches an earlier run made them in (a manifest's), to make them again exactly.
     chunks: list[list[Pos]] | None = None
     only: set[int] | None = None  # stills: render just the batches holding these frames
+    shard: Shard | None = None  # a placed walk's part: just its segments (and their keyframes)
     # Filled in while rendering: every frame's position, the batches rendered, discontinuities.
     frames: list[Frame] = field(default_factory=list)
     rendered: list[list[Pos]] = field(default_factory=list)
@@ -149,12 +150,20 @@ class Renderer:
             self.spec.resumed += len(new)
             self._made(new)
             return
-        a = torch.tensor([p[0] for p in chunk], device=self.noises.device)
-        b = torch.tensor([p[1] for p in chunk], device=self.noises.device)
-        t = torch.tensor([p[2] for p in chunk], dtype=torch.float32, device=self.noises.device)
+        # A batch of in-between renders is always full: a short one is topped up with copies of
+        # its last row, whose pictures are dropped. A row's result can differ in its last float
+        # bits between batch sizes, but not between batch-mates at one size (measured), so no
+        # render depends on how the placement happened to group it: a shard's renders are the
+        # whole render's. (Keyframes keep generate's batches, which every run makes alike.)
+        rows = list(chunk)
+        if all(p[2] != 0.0 for p in chunk):
+            rows += [chunk[-1]] * (self.spec.batch_size - len(chunk))
+        a = torch.tensor([p[0] for p in rows], device=self.noises.device)
+        b = torch.tensor([p[1] for p in rows], device=self.noises.device)
+        t = torch.tensor([p[2] for p in rows], dtype=torch.float32, device=self.noises.device)
         noise = self.mix_noise(self.noises[a], self.noises[b], t)
         cond = {name: value[a] if name in self.backend.constant else self.mix_cond(value[a], value[b], t) for name, value in self.conds.items()}
-        latents = self.backend.denoise(noise, cond, self.spec.steps, self.spec.guidance, self.step_noise(chunk))
+        latents = self.backend.denoise(noise, cond, self.spec.steps, self.spec.guidance, self.step_noise(rows))
         self.backend.sync()
         denoised = time.perf_counter()
         timings["denoise"] += denoised - started
@@ -259,7 +268,7 @@ def _fixed(renderer: Renderer, spec: RenderSpec) -> Iterator[tuple[Frame, np.nda
         spec.frames = list(plan)
         return
     needs = [[position(f.a, f.b, t) for t in (f.t, f.t2) if t is not None] for f in plan]
-    _keyframes(renderer, spec, sorted({p[0] for need in needs for p in need if p[2] == 0.0}))
+    _keyframes(renderer, spec, range(len(spec.keyframes)), {p[0] for need in needs for p in need if p[2] == 0.0})
     batches = renderer.batches([p for need in needs for p in need if p[2] != 0.0])
     batch_of = {p: chunk for chunk in batches for p in chunk}
     last_use = {p: i for i, need in enumerate(needs) for p in need}
@@ -277,10 +286,11 @@ def _fixed(renderer: Renderer, spec: RenderSpec) -> Iterator[tuple[Frame, np.nda
     spec.frames = list(plan)
 
 
-def _keyframes(renderer: Renderer, spec: RenderSpec, keys) -> None:
+def _keyframes(renderer: Renderer, spec: RenderSpec, keys, needed: set[int] | None = None) -> None:
     """Render a walk's keyframes first, in the batches `generate` makes for them: one prompt
     (and negative) at a time, its seeds together. A render's last bits can depend on the batch
-    size, so this is what keeps each keyframe generate's picture bit for bit."""
+    size, so this is what keeps each keyframe generate's picture bit for bit. A shard makes just
+    the batches that hold the keyframes it `needed`, still whole."""
     groups: dict[tuple[str, str], list[Pos]] = {}
     first: dict[tuple[str, str, int], Pos] = {}
     repeats: list[tuple[Pos, Pos]] = []
@@ -292,9 +302,12 @@ def _keyframes(renderer: Renderer, spec: RenderSpec, keys) -> None:
             continue
         groups.setdefault((keyframe.prompt, keyframe.negative), []).append((k, k, 0.0))
     for positions in groups.values():
-        renderer.ensure(positions)
+        for chunk in renderer.batches(positions):
+            if needed is None or any(p[0] in needed for p in chunk) or any(same in chunk for pos, same in repeats if pos[0] in needed):
+                renderer.render_batch(chunk)
     for pos, same in repeats:
-        renderer.alias(pos, same)
+        if needed is None or pos[0] in needed:
+            renderer.alias(pos, same)
     renderer.forget()
 
 
@@ -374,7 +387,9 @@ def _placed(renderer: Renderer, spec: RenderSpec) -> Iterator[tuple[Frame, np.nd
     batches are a fixed function of the placements and the batch size: a resume makes the
     same ones. A segment's frames go out once it and every segment before it are settled."""
     n_keys = len(spec.keyframes)
-    _keyframes(renderer, spec, range(n_keys))
+    lo, hi = (spec.shard.lo, spec.shard.hi) if spec.shard is not None else (0, len(spec.lengths))
+    needed = {a for a in range(lo, hi)} | {(a + 1) % n_keys for a in range(lo, hi)}
+    _keyframes(renderer, spec, range(n_keys), needed)
     total = sum(spec.lengths) + (0 if spec.loop else 1)
     starts = [sum(spec.lengths[:a]) for a in range(len(spec.lengths))]
     # Unsettled segments side by side: four per batch's worth of rounds (measured: a 6-seed
@@ -382,10 +397,10 @@ def _placed(renderer: Renderer, spec: RenderSpec) -> Iterator[tuple[Frame, np.nd
     # them, features only, up to MOST_OPEN in all.
     window = 1 if spec.batch_size == 1 else 4 * -(-spec.batch_size // ROUND)
     open_: dict[int, _Segment] = {}
-    opened = emitted = 0
+    opened = emitted = lo
     queue: list[Pos] = []
-    while emitted < len(spec.lengths):
-        while opened < len(spec.lengths) and len(open_) < MOST_OPEN and sum(not s.settled for s in open_.values()) < window:
+    while emitted < hi:
+        while opened < hi and len(open_) < MOST_OPEN and sum(not s.settled for s in open_.values()) < window:
             open_[opened] = _Segment(renderer, spec, opened, spec.lengths[opened], starts[opened])
             opened += 1
         for a in sorted(open_):
@@ -405,7 +420,7 @@ def _placed(renderer: Renderer, spec: RenderSpec) -> Iterator[tuple[Frame, np.nd
         renderer.render_batch(chunk)
         for segment in open_.values():
             segment.rendered(chunk)
-    if not spec.loop:
+    if not spec.loop and hi == len(spec.lengths):
         last = n_keys - 1
         final = Frame(total - 1, last, last, 0.0)
         spec.frames.append(final)

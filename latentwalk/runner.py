@@ -21,7 +21,7 @@ import numpy as np
 from latentwalk import manifest, music, shapes
 from latentwalk.errors import BadInput, Interrupted, LatentwalkError, OutOfMemory, is_out_of_memory, signals_raise
 from latentwalk.job import Job, Options, job_key
-from latentwalk.schedule import Frame
+from latentwalk.schedule import Frame, Shard
 from latentwalk.workdir import FrameStore, Lock, lock_path, work_root
 
 # Builds the manifest of an output: (its path, its frame index for images or None) -> dict.
@@ -174,11 +174,13 @@ def _render(job, sink, options, store: FrameStore, timings, warn, texts, device,
     extra = EXTRA_RENDERS if profile is None else EXTRA_MUSIC
     spec = RenderSpec(job.keyframes, job.plan, width, height, settings.steps, settings.guidance, batch,
                       job.noise_interp, job.cond_interp, timings, lengths=job.lengths, loop=job.loop,
-                      ease=settings.ease, profile=profile, extra=extra, crossfade=job.crossfade, chunks=job.chunks, only=only)  # fmt: skip
+                      ease=settings.ease, profile=profile, extra=extra, crossfade=job.crossfade, chunks=job.chunks, only=only,
+                      shard=None if job.shard is None else Shard(**job.shard))  # fmt: skip
     if job.chunks is not None:
         most = sum(len(c) for c in job.chunks)
     elif placed:
-        most = len(job.keyframes) + sum(render_budget(n, extra) for n in job.lengths)
+        lo, hi = (job.shard["lo"], job.shard["hi"]) if job.shard is not None else (0, len(job.lengths))
+        most = len(job.keyframes) + sum(render_budget(n, extra) for n in job.lengths[lo:hi])
     else:
         most = job.frame_count
     motion = Motion()
@@ -205,7 +207,7 @@ def _render(job, sink, options, store: FrameStore, timings, warn, texts, device,
             job.chunks = job.chunks if job.chunks is not None else spec.rendered
             facts.update(_facts(job, spec, motion))
         if store.frames:
-            store.trim_frames(job.frame_count)
+            store.trim_frames(job.first_frame + job.frame_count)
         sink.finish()
     except BaseException:
         sink.abort()
@@ -228,7 +230,8 @@ def _facts(job: Job, spec, motion) -> dict:
     if job.audio is not None:
         # How closely the change on screen follows the music: what `inspect --audio` reports.
         audio = {k: job.audio.get(k) for k in ("name", "sha256", "start", "duration", "react", "on_beats", "tempo")}
-        facts["audio"] = {**audio, "correlation": music.correlation(motion.changes, job.audio["envelope"])}
+        envelope = job.audio["envelope"][job.first_frame : job.first_frame + len(motion.changes)]  # a shard's part
+        facts["audio"] = {**audio, "correlation": music.correlation(motion.changes, envelope)}
     return facts
 
 

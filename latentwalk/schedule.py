@@ -314,3 +314,61 @@ def check_walk(keyframes: list[Keyframe], loop: bool, what: str) -> None:
 
 def _where(keyframe: Keyframe) -> str:
     return f"line {keyframe.line}: " if keyframe.line is not None else ""
+
+
+# ---- Shards: one render split across machines ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shard:
+    """The K-th of N parts of a walk: its frames [first, end) of the whole video, and for a walk
+    placed while rendering the segments [lo, hi) that hold them (placement decides a segment's
+    frames from its own renders, so a segment is never split: every shard places its segments
+    exactly as the whole render does)."""
+
+    k: int
+    n: int
+    first: int
+    end: int
+    lo: int | None = None
+    hi: int | None = None
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """--shard K/N, K from 1 to N."""
+    head, sep, tail = text.partition("/")
+    try:
+        k, n = int(head), int(tail)
+    except ValueError:
+        k = n = 0
+    if not sep or not 1 <= k <= n or n > 10_000:
+        raise BadInput(f"--shard must be K/N with K from 1 to N (e.g. 2/4), got {text!r}")
+    return k, n
+
+
+def shard_of(k: int, n: int, lengths: list[int], loop: bool, by_segments: bool) -> Shard:
+    """Which frames shard k of n renders. Contiguous parts of about equal frame counts: by whole
+    segments for a placed walk, by frames for one whose positions are known beforehand. The
+    last keyframe's frame (a walk that does not loop ends on it) goes to the last shard."""
+    total = sum(lengths) + (0 if loop else 1)
+    if not by_segments:
+        if n > total:
+            raise BadInput(f"--shard {k}/{n}: the walk has {total} frames, too few for {n} shards")
+        return Shard(k, n, (k - 1) * total // n, k * total // n)
+    segments = len(lengths)
+    if n > segments:
+        raise BadInput(
+            f"--shard {k}/{n}: an evenly placed walk is split by whole segments (keyframe to keyframe) and this one has "
+            f"{segments}; use at most {segments} shard{'s' if segments > 1 else ''}, more keyframes, or --no-smooth (split by frames)"
+        )
+    starts = [sum(lengths[:i]) for i in range(segments + 1)]
+    # Cut before the segment whose start is nearest each even share, keeping every part non-empty.
+    cuts = [0]
+    for j in range(1, n):
+        target = j * starts[-1] / n
+        best = min(range(cuts[-1] + 1, segments - (n - j) + 1), key=lambda s: (abs(starts[s] - target), s))
+        cuts.append(best)
+    cuts.append(segments)
+    lo, hi = cuts[k - 1], cuts[k]
+    end = starts[hi] + (1 if hi == segments and not loop else 0)
+    return Shard(k, n, starts[lo], end, lo, hi)
