@@ -89,6 +89,8 @@ AudioDuration = Annotated[Optional[float], typer.Option("--audio-duration", help
 AudioReact = Annotated[Optional[float], typer.Option("--audio-react", help="How much the music drives the motion: 0 even motion, 1 all change on the hits. [default: 0.8]", show_default=False)]
 OnBeats = Annotated[Optional[int], typer.Option("--on-beats", help="Keyframes on the beat, every N beats: the first at the start, the next on beat N, then 2N, ... (the section's first beat is beat 0); the video ends on the last one's beat.", show_default=False)]
 ShardOpt = Annotated[Optional[str], typer.Option("--shard", help="Render only part K of N of the walk (K/N, e.g. 2/4) into a segment video and its manifest; `latentwalk concat` joins the parts into the video one run would make. An evenly placed walk splits by whole segments, --no-smooth by frames. [default: the whole walk]", show_default=False)]
+RayOpt = Annotated[Optional[str], typer.Option("--ray", help="Render the walk's parts as Ray tasks, one GPU each (CPUs without GPUs), and join them: the address of a Ray cluster, or 'local' to start one on this machine. Needs latentwalk[ray].", show_default=False)]
+Workers = Annotated[Optional[int], typer.Option("--workers", help="With --ray: parts to split the walk into, rendered side by side. [default: 2]", show_default=False)]
 VideoOut = Annotated[Optional[Path], typer.Option("--output", "-o", help="Video file: .mp4 (H.264), .webm (VP9) or .gif. [default: from the prompt]", show_default=False)]
 
 
@@ -109,7 +111,7 @@ WALK = {
     "ease": (Ease, None), "smooth": (Smooth, True), "crossfade": (Crossfade, True), "audio": (Audio, None),
     "audio_start": (AudioStart, None), "audio_duration": (AudioDuration, None), "audio_react": (AudioReact, None),
     "on_beats": (OnBeats, None), "crf": (Crf, None), "frames_dir": (FramesDir, None), "keep_frames": (KeepFrames, False),
-    "shard": (ShardOpt, None),
+    "shard": (ShardOpt, None), "ray": (RayOpt, None), "workers": (Workers, None),
 }  # fmt: skip
 OUTPUT = {"overwrite": (Overwrite, False), "quiet": (Quiet, False), "json_out": (Json, False)}
 # The flags that are Settings (job.py), and so also preset keys; the rest of MODEL is the Engine.
@@ -250,7 +252,8 @@ def seed_walk(
         check_prompt(prompt)
         check_interp(interp)
         keyframes = [Keyframe(prompt, seed, settings.negative) for seed in parse_seeds(seeds)]
-        walk("seed-walk", settings, engine, keyframes, flags, "seeds", Path(f"{slug(prompt)}.mp4"), interp, "lerp")
+        own = {"prompt": prompt, "seeds": seeds, "interp": interp}
+        walk("seed-walk", settings, engine, keyframes, flags, "seeds", Path(f"{slug(prompt)}.mp4"), interp, "lerp", own)
 
 
 @app.command("prompt-walk")
@@ -285,7 +288,8 @@ def prompt_walk(
         keyframes = read_prompts(prompts_file, parse_seed(seed, "--seed"), settings.negative)
         for k in keyframes:
             check_prompt(k.prompt)
-        walk("prompt-walk", settings, engine, keyframes, flags, "prompts", prompts_file.with_suffix(".mp4"), "slerp", interp)
+        own = {"prompts_file": prompts_file, "seed": seed, "interp": interp}
+        walk("prompt-walk", settings, engine, keyframes, flags, "prompts", prompts_file.with_suffix(".mp4"), "slerp", interp, own)
 
 
 @app.command()
@@ -710,10 +714,11 @@ def check_outputs(output: Path, overwrite: bool, frames_dir: Path | None, music:
 
 
 def walk(command: str, settings: Settings, engine: Engine, keyframes: list[Keyframe], flags: dict, what: str,
-         default_output: Path, noise_interp: str, cond_interp: str) -> None:  # fmt: skip
+         default_output: Path, noise_interp: str, cond_interp: str, own: dict) -> None:  # fmt: skip
     """What seed-walk and prompt-walk share once their keyframes are known: every check that
-    needs no model, then the job and the run."""
+    needs no model, then the job and the run (here, or in parts on Ray)."""
     frames, duration, loop, quiet = flags["frames"], flags["duration"], flags["loop"], flags["quiet"]
+    farm = check_farm(flags)
     check_length(frames, duration)
     music = check_music(flags["audio"], flags["audio_start"], flags["audio_duration"], flags["audio_react"], flags["on_beats"], frames, duration)
     check_walk(keyframes, loop, what)
@@ -726,8 +731,37 @@ def walk(command: str, settings: Settings, engine: Engine, keyframes: list[Keyfr
     check_outputs(output, flags["overwrite"], flags["frames_dir"], music)
     job = walk_job(command, settings, engine, keyframes, loop, duration, frames, noise_interp, cond_interp,
                    flags["smooth"], flags["crossfade"], music, quiet, shard)  # fmt: skip
+    if farm is not None:
+        from latentwalk import farm as ray_farm
+        from latentwalk.job import render_id
+
+        address, workers = farm
+        most = len(job.lengths) if flags["smooth"] else job.frame_count
+        argv = ray_farm.to_argv(command, own, flags, settings.lora)
+        summary = ray_farm.render(argv, output, min(workers, most), render_id(job), address, workers, flags["overwrite"], quiet)
+        report(quiet, flags["json_out"], summary, f"Wrote {str(output)!r}: {summary['frames']} frames from {summary['parts']} parts on Ray, {summary['seconds']:.1f}s")
+        return
     options = Options(flags["overwrite"], quiet, flags["keep_frames"], flags["frames_dir"], flags["allow_pickle"])
     run_walk(job, output, options, flags["json_out"])
+
+
+def check_farm(flags: dict) -> tuple[str, int] | None:
+    """--ray and --workers, checked before anything is analysed or loaded."""
+    address, workers = flags["ray"], flags["workers"]
+    if address is None:
+        if workers is not None:
+            raise BadInput("--workers needs --ray")
+        return None
+    if flags["shard"] is not None:
+        raise BadInput("--ray splits the walk itself; give --ray or --shard, not both")
+    if flags["frames_dir"] is not None:
+        raise BadInput("--frames-dir with --ray: each part keeps its own frames; run the parts with --shard to keep them")
+    if workers is not None:
+        check_positive("--workers", workers, limit=10_000)
+    from latentwalk.farm import check_ray
+
+    check_ray()
+    return address, workers or 2
 
 
 def walk_job(command: str, settings: Settings, engine: Engine, keyframes: list[Keyframe], loop: bool, duration: float | None,

@@ -90,3 +90,17 @@ def test_a_uniform_walk_splits_by_frames_and_a_smooth_one_needs_segments(run, tm
     smooth = run(*WALK[:3], "1,2", *WALK[4:], "--shard", "2/2", code=2).output
     assert smooth.startswith("Error: --shard 2/2: an evenly placed walk is split by whole segments")
     assert run(*WALK, "--shard", "1/2", "-o", "x.gif", code=2).output.startswith("Error: --shard: a segment is an .mp4 or .webm")
+
+
+def test_a_local_ray_with_two_cpu_workers_renders_the_same_video(run, tmp_path):
+    pytest.importorskip("ray")
+    run(*WALK, "-o", "whole.mp4")
+    summary = json.loads(run(*WALK, "--ray", "local", "--workers", "2", "-o", "ray.mp4", "--json").stdout)
+    assert summary["frames"] == 13 and summary["parts"] == 2 and summary["ray"] == "local"
+    a, b = iio.imread(tmp_path / "whole.mp4"), iio.imread(tmp_path / "ray.mp4")
+    assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).mean() < 2.0
+    # The parts' segments are gone; the joined video's manifest is the whole render's.
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".ray")) == []
+    assert json.loads((tmp_path / "ray.mp4.json").read_text())["job"]["shard"] is None
+    assert run(*WALK, "--workers", "2", code=2).output == "Error: --workers needs --ray\n"
+    assert run(*WALK, "--ray", "local", "--shard", "1/2", code=2).output == "Error: --ray splits the walk itself; give --ray or --shard, not both\n"
