@@ -1,3 +1,3 @@
 """latentwalk: images and latent-space interpolation videos from diffusion models."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

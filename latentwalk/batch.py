@@ -96,11 +96,19 @@ INPUTS = ("prompts_file", "audio", "model", "vae", "lora", "model_config", "pres
 
 
 def _path(key: str, value: str, base: Path) -> str:
-    if Path(value).is_absolute() or value.startswith("builtin:"):
+    if key not in OUTPUTS and key not in INPUTS:
         return value
-    if key in OUTPUTS or (key in INPUTS and (base / value).exists()):
-        return str(base / value)
-    return value
+    scale = ""
+    if key == "lora":  # PATH[:SCALE]
+        head, sep, tail = value.rpartition(":")
+        if sep and head and tail.replace(".", "", 1).lstrip("-").isdigit():
+            value, scale = head, sep + tail
+    path = Path(value).expanduser()
+    if path.is_absolute() or value.startswith("builtin:"):
+        return str(path) + scale if not value.startswith("builtin:") else value
+    if key in OUTPUTS or (base / path).exists():
+        return str(base / path) + scale
+    return value + scale
 
 
 def _option(param, key: str, value, base: Path) -> list[str]:

@@ -598,9 +598,11 @@ def planned_outputs(command, name: str, argv: list[str]) -> list[Path]:
             return [output / f"{slug(values['prompt'])}-{seed}.png" for seed in seeds]
         if values.get("output"):
             return [Path(values["output"])]
-        if name == "seed-walk":
-            return [Path(f"{slug(values['prompt'])}.mp4")]
-        return [Path(values["prompts_file"]).with_suffix(".mp4")]
+        default = Path(f"{slug(values['prompt'])}.mp4") if name == "seed-walk" else Path(values["prompts_file"]).with_suffix(".mp4")
+        if values.get("shard"):  # as walk() names a part
+            k, n = parse_shard(values["shard"])
+            default = default.with_name(f"{default.stem}.part{k}of{n}{default.suffix}")
+        return [default]
     except (BadInput, KeyError, TypeError):
         return []
 
@@ -754,8 +756,9 @@ def check_farm(flags: dict) -> tuple[str, int] | None:
         return None
     if flags["shard"] is not None:
         raise BadInput("--ray splits the walk itself; give --ray or --shard, not both")
-    if flags["frames_dir"] is not None:
-        raise BadInput("--frames-dir with --ray: each part keeps its own frames; run the parts with --shard to keep them")
+    if flags["frames_dir"] is not None or flags["keep_frames"]:
+        option = "--frames-dir" if flags["frames_dir"] is not None else "--keep-frames"
+        raise BadInput(f"{option} with --ray: each part keeps its own frames; run the parts with --shard to keep them")
     if workers is not None:
         check_positive("--workers", workers, limit=10_000)
     from latentwalk.farm import check_ray

@@ -62,9 +62,18 @@ def read_parts(segments: list[Path]) -> list[tuple[Path, dict, Job]]:
     missing = [str(k) for k in range(1, n + 1) if k not in seen]
     if missing:
         raise BadInput(f"part{'s' if len(missing) > 1 else ''} {', '.join(missing)} of {n} missing")
-    sizes = {(d["resolved"].get("width"), d["resolved"].get("height")) for _, d, _ in parts}
-    if len(sizes) > 1:
-        raise BadInput(f"the segments differ in size ({', '.join(f'{w}x{h}' for w, h in sorted(sizes))}): not parts of one render")
+    suffixes = {segment.suffix.lower() for segment, _, _ in parts}
+    if len(suffixes) > 1:
+        raise BadInput(f"the segments are of different formats ({', '.join(sorted(suffixes))}); a stream copy joins one format")
+    # Bit for bit only on one device type, dtype and batch size; and the joined manifest's
+    # re-render makes every batch at one size.
+    for key, what in (("width", "size"), ("height", "size"), ("batch_size", "batch size"), ("dtype", "dtype")):
+        values = {str(d["resolved"].get(key)) for _, d, _ in parts}
+        if len(values) > 1:
+            raise BadInput(f"the segments were rendered at different {what}s ({', '.join(sorted(values))}); render every part alike (give --batch-size)")
+    kinds = {str(d["resolved"].get("device", "")).split(":")[0] for _, d, _ in parts}
+    if len(kinds) > 1:
+        raise BadInput(f"the segments were rendered on different device types ({', '.join(sorted(kinds))}): their frames differ")
     return sorted(parts, key=lambda part: part[2].shard["k"])
 
 
@@ -86,12 +95,15 @@ def join(segments: list[Path], output: Path, overwrite: bool, audio: Path | None
     suffix = parts[0][0].suffix.lower()
     if output.suffix.lower() != suffix:
         raise BadInput(f"output {str(output)!r}: the segments are {suffix}, so the joined video is too")
+    if any(output.resolve() == segment.resolve() for segment, _, _ in parts):
+        raise BadInput(f"output {str(output)!r} is one of the segments")
     check_writable_file(output, overwrite)
     check_writable_file(manifest.sidecar(output), overwrite)
     whole = joined_job(parts)
     sound = None
     if whole.audio is not None:
         sound = manifest.find_audio(whole.audio, manifest.sidecar(parts[0][0]), audio)
+        whole.audio["file"] = str(sound.resolve())  # where it is now, for the joined manifest
     elif audio is not None:
         raise BadInput("--audio: the segments' walk has no audio")
     tmp, stream = partial_path(output), video_partial_path(output)

@@ -45,6 +45,8 @@ def _run_shard(argv: list[str], threads: int | None) -> dict:
 
     command = typer.main.get_command(app).commands[argv[0]]
     code = command.main(args=argv[1:], prog_name="latentwalk", standalone_mode=False)
+    if code == 2:  # bad input: the same on every try
+        raise ValueError(f"latentwalk {argv[0]} --shard: bad input (exit 2)")
     if code:
         raise RuntimeError(f"latentwalk {argv[0]} --shard exited with {code}")
     return {"argv": argv}
@@ -79,7 +81,7 @@ def render(argv: list[str], output: Path, parts: int, render: str, address: str,
         gpu = resources.get("GPU", 0) > 0
         # On CPUs, each task gets its share of the cores (Ray gives a task one thread by default).
         threads = None if gpu else max(1, int(resources.get("CPU", 1)) // min(workers, parts))
-        task = ray.remote(num_gpus=1 if gpu else 0, num_cpus=0 if gpu else 1, max_retries=RETRIES, retry_exceptions=True)(_run_shard)
+        task = ray.remote(num_gpus=1 if gpu else 0, num_cpus=0 if gpu else 1, max_retries=RETRIES, retry_exceptions=[RuntimeError])(_run_shard)
         segments, pending = [], {}
         for k in range(1, parts + 1):
             segment = segment_path(output, k, parts)
@@ -113,8 +115,7 @@ def render(argv: list[str], output: Path, parts: int, render: str, address: str,
             raise LatentwalkError(f"part{'s' if len(failed) > 1 else ''} {', '.join(map(str, sorted(failed)))} of {parts} failed on Ray "
                                   f"(after {RETRIES} retries); the finished parts are kept and a rerun renders only the rest")  # fmt: skip
     finally:
-        if local:
-            ray.shutdown()
+        ray.shutdown()  # a local cluster stops; from a remote one we disconnect (the next job connects again)
     summary = join(segments, output, overwrite)
     for segment in segments:
         segment.unlink(missing_ok=True)
@@ -133,6 +134,8 @@ def to_argv(command: str, own: dict, flags: dict, lora: list) -> list[str]:
     from latentwalk.cli import app
 
     handled = {"output", "shard", "ray", "workers", "frames_dir", "keep_frames", "quiet", "json_out", "overwrite", "lora"}
+    if str(flags.get("device") or "").startswith("cuda:"):
+        flags = {**flags, "device": "cuda"}  # Ray gives each task one GPU, as cuda:0
     defaults = {"smooth": True, "crossfade": True}
     table: dict = {"command": command}
     for key, value in {**own, **flags}.items():
@@ -142,7 +145,7 @@ def to_argv(command: str, own: dict, flags: dict, lora: list) -> list[str]:
             value = str(Path(value).resolve())
         table[key] = value
     if lora:  # as resolved: absolute paths with their scales
-        table["lora"] = [f"{path}:{scale:g}" for path, scale in lora]
+        table["lora"] = [f"{path}:{scale!r}" for path, scale in lora]
     params = {command: {p.name: p for p in typer.main.get_command(app).commands[command].params}}
     entry = job_argv(0, table, params, Path.cwd())
     if entry.error is not None:  # values the command line took: cannot happen

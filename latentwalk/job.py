@@ -278,6 +278,8 @@ class Job:
             raise BadInput("no frames or no keyframes")
         if self.shard is not None:
             check_shard(self.shard, self.lengths, self.loop)
+        if self.plan is not None and self.lengths is not None and len(self.plan) != self.frame_count:
+            raise BadInput(f"the walk has {self.frame_count} frames but its schedule {len(self.plan)}")
         for position, f in enumerate(self.plan or []):
             ok = f.index == self.first_frame + position and 0 <= f.a < n and 0 <= f.b < n and 0.0 <= f.t <= 1.0
             if f.t2 is not None:
@@ -380,5 +382,10 @@ def render_id(job: Job) -> str:
     data = {k: v for k, v in job.to_dict().items() if k not in ("plan", "chunks", "discontinuities", "shard")}
     if data.get("audio"):
         data["audio"] = {k: v for k, v in data["audio"].items() if k != "file"}
+    # Where each part ran is not which render it is: a GPU of its own (cuda:1), a model folder
+    # named from another working directory. (concat checks the device types agree.)
+    settings = data["settings"] = {k: v for k, v in data["settings"].items() if k != "device"}
+    if Path(settings["model"]).expanduser().exists():
+        settings["model"] = str(Path(settings["model"]).expanduser().resolve())
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:20]

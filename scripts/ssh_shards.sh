@@ -21,7 +21,7 @@ for K in $(seq 1 "$N"); do
   pids+=("$!:$K")
 done
 failed=0
-for entry in "${pids[@]}"; do
+for entry in ${pids[@]+"${pids[@]}"}; do
   if ! wait "${entry%%:*}"; then echo "part ${entry##*:}/$N failed" >&2; failed=1; fi
 done
 (( failed == 0 )) || exit 1

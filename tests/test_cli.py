@@ -28,8 +28,8 @@ def assert_video_holds(video: np.ndarray, pngs: list[np.ndarray]) -> None:
         assert int(np.argmin(distances)) == i and distances[i] < 18, (i, distances)
 
 
-def test_generate_writes_one_png_per_seed_with_its_parameters(cli, tmp_path):
-    result = cli("generate", "a medieval castle", "--seeds", "1,2", "-o", "out", *FAST, "--negative", "fog", "--json")
+def test_generate_writes_one_png_per_seed_with_its_parameters(run, tmp_path):
+    result = run("generate", "a medieval castle", "--seeds", "1,2", "-o", "out", *FAST, "--negative", "fog", "--json")
     summary = json.loads(result.stdout)
     assert summary["images"] == 2 and summary["width"] == 64
     paths = [tmp_path / "out" / f"a-medieval-castle-{seed}.png" for seed in (1, 2)]
@@ -46,9 +46,9 @@ def test_generate_writes_one_png_per_seed_with_its_parameters(cli, tmp_path):
     assert diff(read_png(paths[0]), read_png(paths[1])) > 5
 
 
-def test_seed_walk_video_keyframes_equal_generate_and_frames_morph(cli, tmp_path):
-    cli("generate", "a castle", "--seeds", "5,9", "-o", "stills", *FAST)
-    result = cli("seed-walk", "a castle", "--seeds", "5,9", "--frames", "4", "-o", "walk.mp4", "--frames-dir", "frames", *FAST, "--batch-size", "3", "--json")
+def test_seed_walk_video_keyframes_equal_generate_and_frames_morph(run, tmp_path):
+    run("generate", "a castle", "--seeds", "5,9", "-o", "stills", *FAST)
+    result = run("seed-walk", "a castle", "--seeds", "5,9", "--frames", "4", "-o", "walk.mp4", "--frames-dir", "frames", *FAST, "--batch-size", "3", "--json")
     summary = json.loads(result.stdout)
     assert summary["frames"] == 5 and summary["output"] == "walk.mp4"
     assert set(summary["timings"]) >= {"load", "encode", "denoise", "decode", "write", "queue_wait"}
@@ -77,16 +77,16 @@ def test_identical_runs_give_identical_frames(cli, tmp_path):
     assert np.array_equal(read_video(tmp_path / "a.mp4")[0], read_video(tmp_path / "b.mp4")[0])
 
 
-def test_engine_switches_through_the_cli(cli, tmp_path):
-    result = cli("seed-walk", "a castle", "--seeds", "1,2", "--frames", "2", "-o", "e.mp4", *FAST,
+def test_engine_switches_through_the_cli(run, tmp_path):
+    result = run("seed-walk", "a castle", "--seeds", "1,2", "--frames", "2", "-o", "e.mp4", *FAST,
                  "--channels-last", "--vae-slicing", "--vae-tiling", "--batch-size", "2", "--json", "-q")  # fmt: skip
     summary = json.loads(result.stdout)
     assert summary["frames"] == 3 and summary["batch_size"] == 2
     assert read_video(tmp_path / "e.mp4")[0].shape == (3, 64, 64, 3)
 
 
-def test_seed_walk_loop_gif_by_duration(cli, tmp_path):
-    result = cli("seed-walk", "a castle", "--seeds", "1,2,3", "--loop", "--duration", "1", "--fps", "10", "-o", "loop.gif", *FAST, "--ease", "ease-in-out")
+def test_seed_walk_loop_gif_by_duration(run, tmp_path):
+    result = run("seed-walk", "a castle", "--seeds", "1,2,3", "--loop", "--duration", "1", "--fps", "10", "-o", "loop.gif", *FAST, "--ease", "ease-in-out")
     video, meta = read_video(tmp_path / "loop.gif")
     assert video.shape == (10, 64, 64, 3)
     assert "Wrote 'loop.gif': 10 frames" in result.stderr
@@ -101,13 +101,13 @@ a dragon over the castle | seed=4
 """
 
 
-def test_prompt_walk_follows_the_file_and_passes_through_each_keyframe(cli, tmp_path):
+def test_prompt_walk_follows_the_file_and_passes_through_each_keyframe(run, tmp_path):
     (tmp_path / "story.txt").write_text(PROMPTS)
-    cli("prompt-walk", "story.txt", "-o", "story.webm", "--frames-dir", "frames", "--seed", "8", *FAST, "--quiet", "--no-smooth")
+    run("prompt-walk", "story.txt", "-o", "story.webm", "--frames-dir", "frames", "--seed", "8", *FAST, "--quiet", "--no-smooth")
     video, meta = read_video(tmp_path / "story.webm")
     assert video.shape == (6, 64, 64, 3) and meta["codec"].startswith("vp9")
-    cli("generate", "a castle at night", "--seeds", "8", "-o", "night.png", *FAST, "-q")
-    cli("generate", "a dragon over the castle", "--seeds", "4", "-o", "dragon.png", *FAST, "-q")
+    run("generate", "a castle at night", "--seeds", "8", "-o", "night.png", *FAST, "-q")
+    run("generate", "a dragon over the castle", "--seeds", "4", "-o", "dragon.png", *FAST, "-q")
     frames = [read_png(tmp_path / "frames" / f"frame_{i:06d}.png") for i in range(6)]
     assert np.abs(frames[3].astype(int) - read_png(tmp_path / "night.png")).max() <= 1
     assert np.abs(frames[5].astype(int) - read_png(tmp_path / "dragon.png")).max() <= 1
@@ -118,32 +118,31 @@ def test_prompt_walk_follows_the_file_and_passes_through_each_keyframe(cli, tmp_
     assert float(text["t"]) == pytest.approx(1 / 3, abs=1e-6)
 
 
-def test_prompt_walk_of_two_prompts_with_one_seed_changes_only_the_text(cli, tmp_path):
+def test_prompt_walk_of_two_prompts_with_one_seed_changes_only_the_text(run, tmp_path):
     (tmp_path / "p.txt").write_text("a red circle\na blue square\n")
-    cli("prompt-walk", "p.txt", "--frames", "2", "--interp", "slerp", "--frames-dir", "f", *FAST, "-q")
+    run("prompt-walk", "p.txt", "--frames", "2", "--interp", "slerp", "--frames-dir", "f", *FAST, "-q")
     assert (tmp_path / "p.mp4").exists()  # default output: the prompts file's name
     frames = [read_png(tmp_path / "f" / f"frame_{i:06d}.png") for i in range(3)]
     assert diff(frames[0], frames[2]) > 1
 
 
-def test_model_folder_saved_with_save_pretrained(cli, tmp_path, saved_model):
-    cli("generate", "a castle", "--model", saved_model, "--steps", "4", "--size", "32x48", "-o", "x.png", "-q")
+def test_model_folder_saved_with_save_pretrained(run, tmp_path, saved_model):
+    run("generate", "a castle", "--model", saved_model, "--steps", "4", "--size", "32x48", "-o", "x.png", "-q")
     assert Image.open(tmp_path / "x.png").size == (32, 48)
     assert Image.open(tmp_path / "x.png").text["model"] == str(saved_model)
 
 
-def test_existing_output_is_only_replaced_with_overwrite(cli, tmp_path):
+def test_existing_output_is_only_replaced_with_overwrite(run, tmp_path):
     (tmp_path / "walk.mp4").write_bytes(b"my precious video")
     (tmp_path / "a-castle-1.png").write_bytes(b"my precious image")
     args = ["--seeds", "1,2", "--frames", "1", *FAST]
-    result = cli("seed-walk", "a castle", *args, "-o", "walk.mp4", check_ok=False)
-    assert result.returncode == 2
+    result = run("seed-walk", "a castle", *args, "-o", "walk.mp4", code=2)
     assert result.stderr == "Error: output 'walk.mp4' exists; pass --overwrite to replace it\n"
-    result = cli("generate", "a castle", "--seeds", "1", *FAST, check_ok=False)
-    assert result.returncode == 2 and "exists; pass --overwrite" in result.stderr
+    result = run("generate", "a castle", "--seeds", "1", *FAST, code=2)
+    assert "exists; pass --overwrite" in result.stderr
     assert (tmp_path / "walk.mp4").read_bytes() == b"my precious video"
     assert (tmp_path / "a-castle-1.png").read_bytes() == b"my precious image"
-    cli("seed-walk", "a castle", *args, "-o", "walk.mp4", "--overwrite", "-q")
+    run("seed-walk", "a castle", *args, "-o", "walk.mp4", "--overwrite", "-q")
     assert read_video(tmp_path / "walk.mp4")[0].shape == (2, 64, 64, 3)
 
 
@@ -257,10 +256,16 @@ def snapshot(folder: Path) -> dict:
 
 
 @pytest.mark.parametrize("args, message", BAD_INPUTS, ids=[" ".join(a)[:50] for a, _ in BAD_INPUTS])
-def test_bad_input_is_one_line_and_exit_2(bad_inputs_dir, args, message):
+def test_bad_input_is_one_line_and_exit_2(bad_inputs_dir, args, message, monkeypatch):
+    from typer.testing import CliRunner
+
+    from latentwalk.cli import app
+
     before = snapshot(bad_inputs_dir)
-    result = run_cli(*args, cwd=bad_inputs_dir, check_ok=False)
-    assert result.returncode == 2, result.stderr
+    monkeypatch.chdir(bad_inputs_dir)  # in process: a subprocess each would cost its imports, 55 times
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.stderr
     assert result.stderr.startswith("Error: " + message) or message in result.stderr, result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert result.stdout == ""
@@ -317,21 +322,21 @@ def test_ci_runs_the_readme_test_command():
     assert command in (ROOT / ".ci" / "run").read_text().splitlines()
 
 
-def test_pickle_weights_load_only_with_allow_pickle(cli, tmp_path):
+def test_pickle_weights_load_only_with_allow_pickle(run, tmp_path):
     from latentwalk.tiny import build_tiny_pipeline
 
     build_tiny_pipeline(seed=1).save_pretrained(tmp_path / "m", safe_serialization=False)
     assert (tmp_path / "m" / "unet" / "diffusion_pytorch_model.bin").exists()
-    result = cli("generate", "x", "--model", "m", "--steps", "2", "-o", "a.png", check_ok=False)
-    assert result.returncode == 2 and "pass --allow-pickle if you trust the source" in result.stderr
+    result = run("generate", "x", "--model", "m", "--steps", "2", "-o", "a.png", code=2)
+    assert "pass --allow-pickle if you trust the source" in result.stderr
     assert not (tmp_path / "a.png").exists()
-    cli("generate", "x", "--model", "m", "--steps", "2", "-o", "a.png", "--allow-pickle", "-q")
+    run("generate", "x", "--model", "m", "--steps", "2", "-o", "a.png", "--allow-pickle", "-q")
     assert read_png(tmp_path / "a.png").shape == (64, 64, 3)
 
 
-def test_a_prompt_past_the_token_limit_warns_with_the_dropped_words(cli):
+def test_a_prompt_past_the_token_limit_warns_with_the_dropped_words(run):
     prompt = "a castle on a hill " * 8 + "with a red dragon"
-    result = cli("generate", prompt, *FAST, "-o", "long.png")
+    result = run("generate", prompt, *FAST, "-o", "long.png")
     warning = next(line for line in result.stderr.splitlines() if "tokens" in line)
     assert warning.startswith("Warning: prompt is longer than the CLIP text encoder's 77 tokens; dropped: ")
     assert warning.endswith("with a red dragon'; --long-prompts reads it all")
