@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FAST, read_png, read_video, run_cli
+from conftest import FAST, read_png, read_video
 from latentwalk.job import DEFAULTS
 
 ROOT = Path(__file__).resolve().parent.parent
