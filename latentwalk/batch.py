@@ -89,6 +89,12 @@ def to_argv(number: int, job: dict, params: dict[str, dict], base: Path) -> Entr
     return entry
 
 
+def with_options(argv: list[str], *options: str) -> list[str]:
+    """A job's argv with more options, before the `--` that ends them."""
+    cut = argv.index("--")
+    return [*argv[:cut], *options, *argv[cut:]]
+
+
 # Options that name files: relative ones are the job file's folder's. Outputs always; inputs
 # where such a file exists there (else the value is a hub id, a builtin or a preset's name).
 OUTPUTS = ("output", "frames_dir")

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import threading
 import time
 import warnings
 from contextlib import contextmanager
@@ -148,7 +149,13 @@ def settings_of(flags: dict) -> tuple[Settings, Engine, bool]:
     return settings, engine, flags["allow_pickle"]
 
 
+# What the last command run in this thread ended with, for callers in the same process (the
+# studio): `error` (its one line) or `summary` (what --json prints).
+RESULT = threading.local()
+
+
 def fail(message: str, code: int) -> None:
+    RESULT.error = message
     typer.echo(f"Error: {message}", err=True)
     raise typer.Exit(code)
 
@@ -608,6 +615,49 @@ def planned_outputs(command, name: str, argv: list[str]) -> list[Path]:
 
 
 @app.command()
+def ui(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on; any but loopback requires a token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port; 0 picks a free one.")] = 7860,
+    outputs: Annotated[Path, typer.Option("--outputs", help="Folder of the jobs, their outputs and their state.")] = Path("latentwalk-ui"),
+    token: Annotated[Optional[str], typer.Option("--token", help="Require this token. [default: none on loopback, a generated one elsewhere]", show_default=False)] = None,
+) -> None:
+    """The studio: a page and a job API in the browser, over the same render engine. Prints
+    the URL to open. Needs latentwalk[ui].
+
+    \b
+    Example:
+      latentwalk ui --outputs ~/walks
+    """
+    import socket
+
+    with one_line_errors():
+        try:
+            import uvicorn
+
+            from latentwalk.studio.app import create_app
+        except ImportError:
+            raise BadInput("latentwalk ui needs FastAPI and uvicorn, which are not installed: pip install 'latentwalk[ui]'") from None
+        if not 0 <= port <= 65535:
+            raise BadInput(f"--port must be from 0 to 65535, got {port}")
+        if outputs.exists() and not outputs.is_dir():
+            raise BadInput(f"--outputs {str(outputs)!r} is a file")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            raise BadInput(f"cannot listen on {host}:{port} ({e.strerror})") from None
+        port = sock.getsockname()[1]
+        app_ = create_app(outputs, host, port, token)
+        where = f"[{host}]" if ":" in host else host
+        query = f"/?token={app_.state.token}" if app_.state.token else "/"
+        typer.echo(f"latentwalk studio: http://{where}:{port}{query}", err=False)
+        server = uvicorn.Server(uvicorn.Config(app_, log_level="warning"))
+        server.run(sockets=[sock])
+
+
+@app.command()
 def clean(
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Only list what would be removed.")] = False,
     older_than: Annotated[float, typer.Option("--older-than", help="Only work directories untouched for this many hours.")] = 0.0,
@@ -957,6 +1007,7 @@ def a1111_parameters(text: dict[str, str]) -> str:
 
 
 def report(quiet: bool, json_out: bool, summary: dict, line: str) -> None:
+    RESULT.summary = summary
     if json_out:
         typer.echo(json.dumps(summary))
     elif not quiet:

@@ -18,7 +18,7 @@ from latentwalk import __version__
 
 # Encoders latentwalk's outputs need: the video codecs and the sound of --audio.
 ENCODERS = {"libx264": ".mp4 video", "libvpx-vp9": ".webm video", "aac": ".mp4 sound", "libopus": ".webm sound"}
-EXTRAS = {"audio": "librosa", "lora": "peft", "ray": "ray"}
+EXTRAS = {"audio": "librosa", "lora": "peft", "ray": "ray", "ui": "fastapi"}
 FAMILIES = {
     "StableDiffusionPipeline": "SD 1.x/2.x",
     "LatentConsistencyModelPipeline": "SD 1.x/2.x (LCM)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -49,6 +50,12 @@ class Interrupted(BaseException):
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+class Cancelled(BaseException):
+    """A run stopped on request (the studio's cancel): its finished renders stay, to resume."""
+
+    exit_code = 130
+
+
 @contextmanager
 def signals_raise() -> Iterator[None]:
     """Within the block, the handled signals raise Interrupted in the main thread, so the run
@@ -57,6 +64,9 @@ def signals_raise() -> Iterator[None]:
     def handler(signum, frame):
         raise Interrupted(signum)
 
+    if threading.current_thread() is not threading.main_thread():
+        yield  # a server's worker thread: signals are the server's to handle
+        return
     previous = {s: signal.signal(s, handler) for s in HANDLED_SIGNALS}
     try:
         yield

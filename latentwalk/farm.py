@@ -59,6 +59,7 @@ def render(argv: list[str], output: Path, parts: int, render: str, address: str,
     import ray
 
     from latentwalk import manifest
+    from latentwalk.batch import with_options
     from latentwalk.concat import join
     from latentwalk.job import Job, render_id
 
@@ -96,8 +97,7 @@ def render(argv: list[str], output: Path, parts: int, render: str, address: str,
                     pass
             for stale in (segment, side):
                 stale.unlink(missing_ok=True)
-            cut = argv.index("--")  # before the prompt (or prompts file)
-            shard_argv = [*argv[:cut], "--shard", f"{k}/{parts}", "--output", str(segment.resolve()), "--quiet", "--overwrite", *argv[cut:]]
+            shard_argv = with_options(argv, "--shard", f"{k}/{parts}", "--output", str(segment.resolve()), "--quiet", "--overwrite")
             pending[task.remote(shard_argv, threads)] = k
         say(f"{len(pending)} part{'s' if len(pending) != 1 else ''} on Ray ({'GPUs' if gpu else 'CPUs'}: {int(resources.get('GPU' if gpu else 'CPU', 0))})")
         done, failed = parts - len(pending), []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections import defaultdict
 from dataclasses import asdict
@@ -102,6 +103,8 @@ def run(job: Job, sink, options: Options, warn: Callable[[str], None], texts: Te
     A signal ends it with Stopped, whose exit code is 128 + the signal's number."""
     from latentwalk.backend import resolve_device, resolve_dtype
 
+    if getattr(LOCAL, "check_only", False):
+        raise CheckedOnly()
     timings: dict[str, float] = defaultdict(float)
     started = time.perf_counter()
     with signals_raise():
@@ -189,12 +192,18 @@ def _render(job, sink, options, store: FrameStore, timings, warn, texts, device,
         with Progress(most, job.command, pick_mode(options.quiet), unit="renders", at_most=placed) as progress:
             spec.on_render = progress.advance
 
+            watch = getattr(LOCAL, "watch", None)
+            written = [0]
+
             def write(frame: Frame, image: np.ndarray) -> None:
                 text = texts(frame, resolved)
                 if store.frames:
                     store.save_frame(frame.index, image, text)
                 sink.write(frame, image, text)
                 motion.add(image)
+                written[0] += 1
+                if watch is not None:
+                    watch(written[0], job.frame_count, image)
 
             write_frames(render_frames(backend, spec, store), write, timings)
             progress.finish()
@@ -233,6 +242,17 @@ def _facts(job: Job, spec, motion) -> dict:
         envelope = job.audio["envelope"][job.first_frame : job.first_frame + len(motion.changes)]  # a shard's part
         facts["audio"] = {**audio, "correlation": music.correlation(motion.changes, envelope)}
     return facts
+
+
+# Watching runs from the same process (the studio), per thread. `watch(done, total, image)` is
+# called after each frame is written (frames written, frames in the output) and may raise
+# errors.Cancelled to stop the run; `check_only` stops a run before anything is opened or
+# loaded, with CheckedOnly, once every check of the command line has passed.
+LOCAL = threading.local()
+
+
+class CheckedOnly(BaseException):
+    """A command line whose every check passed, stopped before it rendered (LOCAL.check_only)."""
 
 
 # The loaded model kept for the next job of the same process (`latentwalk batch`), by all that

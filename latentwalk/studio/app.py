@@ -1,0 +1,187 @@
+"""The studio's web app (FastAPI): the job API the page and scripts use, and the page itself.
+
+Security, by default (the holes other local servers shipped: CSRF, DNS rebinding, path
+traversal): every request's Host must be the server's own, and its Origin too when it has one
+(a browser on another site sends one; curl sends none); on any address but loopback a token is
+required on every route, as `Authorization: Bearer TOKEN` or the cookie the page gets from
+`?token=TOKEN`; no route takes a file-system path (outputs are named, and only a job's own
+are served); nothing is fetched from anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import re
+import secrets
+import uuid
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+
+from latentwalk.errors import BadInput
+from latentwalk.studio.jobs import Worker, prepare
+from latentwalk.studio.store import Store
+
+STATIC = Path(__file__).parent / "static"
+COOKIE = "latentwalk_token"
+TERMINAL = ("done", "failed", "cancelled")
+UPLOAD_LIMIT = 200 * 1024 * 1024  # an audio file; a four-minute WAV is about 40 MB
+AUDIO = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".webm")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(outputs: Path, host: str = "127.0.0.1", port: int = 7860, token: str | None = None, worker: bool = True) -> FastAPI:
+    """The app over `outputs`. On a non-loopback host without a token, one is generated
+    (app.state.token), as Jupyter does."""
+    outputs = outputs.resolve()
+    outputs.mkdir(parents=True, exist_ok=True)
+    if token is None and not is_loopback(host):
+        token = secrets.token_urlsafe(24)
+    store = Store(outputs / ".studio")
+    app = FastAPI(title="latentwalk studio", description="Jobs over latentwalk's render engine: the page's only way in.")
+    app.state.token, app.state.store, app.state.outputs = token, store, outputs
+    names = {"localhost", "127.0.0.1", "[::1]"} if is_loopback(host) else {host if ":" not in host else f"[{host}]"}
+    hosts = {f"{name}:{port}" for name in names} | (names if port in (80, 443) else set())
+    app.state.hosts = hosts
+    app.state.worker = Worker(store, outputs)
+    if worker:
+        app.state.worker.start()
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        if request.headers.get("host", "") not in app.state.hosts:
+            return JSONResponse({"error": "this server does not answer to that Host"}, status_code=403)
+        origin = request.headers.get("origin")
+        if origin is not None and re.sub(r"^https?://", "", origin) not in app.state.hosts:
+            return JSONResponse({"error": "requests from other sites are refused"}, status_code=403)
+        given_query = request.query_params.get("token")
+        if app.state.token is not None:
+            bearer = request.headers.get("authorization", "")
+            given = bearer.removeprefix("Bearer ") if bearer.startswith("Bearer ") else request.cookies.get(COOKIE) or given_query
+            if not given or not secrets.compare_digest(given, app.state.token):
+                return JSONResponse({"error": "a token is required: Authorization: Bearer TOKEN, or open the URL printed at start"}, status_code=401)
+        response = await call_next(request)
+        if app.state.token is not None and given_query:  # the page keeps it for its own requests
+            response.set_cookie(COOKIE, given_query, httponly=True, samesite="strict")
+        return response
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.post("/api/jobs", status_code=201)
+    async def submit(request: Request):
+        """A job exactly as one [[job]] table of a `batch` file, as JSON; `prompts` may carry a
+        prompt walk's prompts file. 422 with the CLI's one line if it is not a good job."""
+        try:
+            table = await request.json()
+        except ValueError:
+            return JSONResponse({"error": "the body must be a JSON object"}, status_code=422)
+        job_id = uuid.uuid4().hex[:12]
+        try:
+            table, _, command, names = await asyncio.to_thread(prepare, table, outputs, job_id)
+        except BadInput as e:
+            return JSONResponse({"error": str(e)}, status_code=422)
+        store.add(table, command, names, job_id)
+        app.state.worker.wake.set()
+        return {"id": job_id}
+
+    @app.get("/api/jobs")
+    def jobs():
+        return [public(job) for job in store.all()]
+
+    @app.get("/api/jobs/{job_id}")
+    def job(job_id: str):
+        found = store.get(job_id)
+        return public(found) if found else JSONResponse({"error": "no such job"}, status_code=404)
+
+    @app.post("/api/jobs/{job_id}/cancel")
+    def cancel(job_id: str):
+        found = store.get(job_id)
+        if found is None:
+            return JSONResponse({"error": "no such job"}, status_code=404)
+        if not store.cancel(job_id):
+            return JSONResponse({"error": f"the job is {found['state']}"}, status_code=409)
+        return public(store.get(job_id))
+
+    @app.get("/api/jobs/{job_id}/events")
+    async def events(job_id: str, request: Request):
+        """Server-Sent Events: the job's state whenever it changes, first on connecting (a
+        reload, a second tab, a Last-Event-ID: the current state, then on), until it ends."""
+        if store.get(job_id) is None:
+            return JSONResponse({"error": "no such job"}, status_code=404)
+
+        async def stream():
+            sent = None
+            while not await request.is_disconnected():
+                found = store.get(job_id)
+                if found["version"] != sent:
+                    sent = found["version"]
+                    yield f"id: {sent}\nevent: job\ndata: {json.dumps(public(found))}\n\n"
+                    if found["state"] in TERMINAL:
+                        return
+                await asyncio.sleep(0.25)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/jobs/{job_id}/files/{name}")
+    def file(job_id: str, name: str):
+        """An output of the job by name (its video with range requests, PNGs, manifests), or
+        `latest.png`, its latest finished frame. Nothing else on disk."""
+        found = store.get(job_id)
+        allowed = {} if found is None else {n: outputs / n for n in found["outputs"]}
+        allowed.update({f"{n}.json": outputs / f"{n}.json" for n in list(allowed)})
+        if found is not None:
+            allowed["latest.png"] = outputs / ".studio" / f"{job_id}.latest.png"
+        path = allowed.get(name)
+        if path is None or not path.is_file():
+            return JSONResponse({"error": "no such file"}, status_code=404)
+        return FileResponse(path)
+
+    @app.post("/api/uploads", status_code=201)
+    async def upload(request: Request, name: str):
+        """An audio file for a music walk, as the raw body; `name` is its file name. Stored
+        inside --outputs under a new name, which a job's `audio` then gives."""
+        suffix = Path(name).suffix.lower()
+        if suffix not in AUDIO:
+            return JSONResponse({"error": f"an upload is an audio file ({', '.join(AUDIO)})"}, status_code=422)
+        size = int(request.headers.get("content-length") or 0)
+        if size > UPLOAD_LIMIT:
+            return JSONResponse({"error": f"the file is over {UPLOAD_LIMIT // 2**20} MB"}, status_code=413)
+        body = await request.body()
+        if len(body) > UPLOAD_LIMIT or not body:
+            return JSONResponse({"error": "the file is empty or too large"}, status_code=413 if body else 422)
+        stored = f"upload-{uuid.uuid4().hex[:12]}{suffix}"
+        path = outputs / stored
+        path.write_bytes(body)
+        try:
+            from latentwalk.audio import check_audio_file
+
+            await asyncio.to_thread(check_audio_file, path)
+        except BadInput as e:
+            path.unlink(missing_ok=True)
+            return JSONResponse({"error": str(e).replace(str(path), name)}, status_code=422)
+        return {"name": stored}
+
+    return app
+
+
+def public(job: dict) -> dict:
+    """A job as the API shows it."""
+    keys = ("id", "state", "frames_done", "frames_total", "outputs", "error", "command")
+    return {**{k: job[k] for k in keys}, "job": job["table"]}
+

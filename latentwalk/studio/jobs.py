@@ -1,0 +1,182 @@
+"""Studio jobs: a `batch` job table (as JSON) checked, made a command line, and run.
+
+A job is checked by running its command line up to the render (every check the CLI makes,
+none of the work): a bad job is refused with the CLI's own one line before it is queued. One
+worker thread runs the queue, one job at a time, through the same command line, so a job's
+`command` run by hand makes the same frames. The loaded model stays for the next job that uses
+it (runner.LOADED); a job that fails is recorded and the worker goes on.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from latentwalk.batch import with_options
+from latentwalk.errors import BadInput, Cancelled
+from latentwalk.studio.store import Store
+
+# An output's name: a plain file name inside --outputs (no folders, not hidden).
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,120}$")
+EXTENSIONS = {"generate": (".png",), "seed-walk": (".mp4", ".webm", ".gif"), "prompt-walk": (".mp4", ".webm", ".gif")}
+# Options that would reach outside --outputs or change how the server runs.
+REFUSED = ("frames_dir", "keep_frames", "ray", "workers", "shard", "json_out", "quiet", "allow_pickle", "model_config", "vae", "lora")
+
+
+def _commands() -> dict:
+    import typer.main
+
+    from latentwalk.cli import app
+
+    return typer.main.get_command(app).commands
+
+
+def prepare(table: dict, outputs: Path, job_id: str) -> tuple[dict, list[str], list[str], list[str]]:
+    """(the table as stored, argv to run, the command to show, output names); BadInput if the
+    job is not one. A prompt walk's `prompts` text becomes its prompts file beside the outputs."""
+    from latentwalk.batch import COMMANDS, to_argv
+
+    if not isinstance(table, dict):
+        raise BadInput("a job is a JSON object, as one [[job]] table of a batch file")
+    table = dict(table)
+    command = table.get("command")
+    if command not in COMMANDS:
+        raise BadInput(f"command must be one of {', '.join(COMMANDS)}, got {command!r}")
+    for key in REFUSED:
+        if key in table:
+            raise BadInput(f"{key} is not available through the server")
+    for key in ("audio", "prompts_file", "preset", "model"):
+        value = table.get(key)
+        if isinstance(value, str) and key in ("audio", "prompts_file") and not NAME.match(value):
+            raise BadInput(f"{key} must be the name of an uploaded file, got {value!r}")
+        if key == "preset" and isinstance(value, str) and ("/" in value or value.endswith(".toml")):
+            raise BadInput("preset must be a preset's name")
+        if key == "model" and isinstance(value, str) and (value.startswith((".", "/", "~")) or "\\" in value or ".." in value):
+            raise BadInput("model must be a hub id or a builtin model, not a path")
+    if command == "prompt-walk" and "prompts" in table:
+        text = table.pop("prompts")
+        if not isinstance(text, str) or not text.strip():
+            raise BadInput("prompts must be the prompts file's text")
+        name = f"{job_id}.prompts.txt"
+        (outputs / name).write_text(text, encoding="utf-8")
+        table["prompts_file"] = name
+    output = table.setdefault("output", f"{job_id}{EXTENSIONS[command][0]}")
+    if not isinstance(output, str) or not NAME.match(output) or Path(output).suffix.lower() not in EXTENSIONS[command]:
+        raise BadInput(f"output must be a file name ({', '.join(EXTENSIONS[command])}) inside the outputs folder, got {output!r}")
+    commands = _commands()
+    params = {name: {p.name: p for p in commands[name].params} for name in COMMANDS}
+    entry = to_argv(0, table, params, outputs)
+    if entry.error is not None:
+        raise BadInput(entry.error)
+    shown = to_argv(0, table, params, Path("."))  # as run from the outputs folder
+    names = [output]
+    if command == "generate":
+        from latentwalk.schedule import parse_seeds
+
+        seeds = parse_seeds(str(table.get("seeds", "0")))
+        if len(seeds) > 1:
+            names = [f"{Path(output).stem}-{seed}.png" for seed in seeds]
+    check(entry.argv, commands)
+    return table, entry.argv, ["latentwalk", *shown.argv], names
+
+
+def check(argv: list[str], commands: dict) -> None:
+    """Every check the command line makes, none of its work: its one line as BadInput."""
+    from latentwalk import cli, runner
+
+    cli.RESULT.error = None
+    runner.LOCAL.check_only = True
+    try:
+        code = commands[argv[0]].main(args=argv[1:], prog_name="latentwalk", standalone_mode=False)
+    except runner.CheckedOnly:
+        return
+    except Exception as e:  # noqa: BLE001 - the parser's own errors (typer's click exceptions)
+        raise BadInput(e.format_message() if hasattr(e, "format_message") else str(e)) from None
+    finally:
+        runner.LOCAL.check_only = False
+    if code:
+        raise BadInput(cli.RESULT.error or f"exit {code}")
+
+
+class Worker:
+    """Runs the queue, one job at a time, in one thread."""
+
+    def __init__(self, store: Store, outputs: Path):
+        self.store, self.outputs = store, outputs
+        self.wake = threading.Event()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._loop, name="latentwalk-worker", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.wake.set()
+
+    def _loop(self) -> None:
+        from latentwalk import runner
+
+        runner.LOADED = {}  # the model stays loaded between jobs that use it
+        while not self.stopping:
+            job = self.store.next_queued()
+            if job is None:
+                self.wake.wait(1.0)
+                self.wake.clear()
+                continue
+            self.run(job)
+
+    def run(self, job: dict) -> None:
+        from latentwalk import cli, runner
+
+        job_id = job["id"]
+        latest = self.outputs / ".studio" / f"{job_id}.latest.png"
+        shown = [0.0]
+
+        def watch(done: int, total: int, image: np.ndarray) -> None:
+            if self.store.get(job_id)["state"] == "cancelled":
+                raise Cancelled()
+            self.store.update(job_id, frames_done=done, frames_total=total)
+            if time.monotonic() - shown[0] > 1.0 or done == total:  # the latest frame, once a second
+                shown[0] = time.monotonic()
+                _write_png(latest, image)
+
+        argv = _argv(job, self.outputs)
+        cli.RESULT.error = cli.RESULT.summary = None
+        runner.LOCAL.watch = watch
+        try:
+            args = with_options(argv, "--quiet", "--overwrite")[1:]
+            code = _commands()[argv[0]].main(args=args, prog_name="latentwalk", standalone_mode=False)
+        except Cancelled:
+            return  # already marked; its renders stay in the work directory, to resume
+        except BaseException as e:  # noqa: BLE001 - a failing job never takes the server down
+            self.store.update(job_id, state="failed", error=f"{type(e).__name__}: {e}")
+            return
+        finally:
+            runner.LOCAL.watch = None
+        if code:
+            self.store.update(job_id, state="failed", error=cli.RESULT.error or f"exit {code}")
+        else:
+            self.store.update(job_id, state="done")
+
+
+def _argv(job: dict, outputs: Path) -> list[str]:
+    """A stored job's argv: its table made a command line again, in the outputs folder."""
+    from latentwalk.batch import COMMANDS, to_argv
+
+    commands = _commands()
+    params = {name: {p.name: p for p in commands[name].params} for name in COMMANDS}
+    return to_argv(0, job["table"], params, outputs).argv
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    Image.fromarray(image).save(tmp, format="PNG")
+    tmp.replace(path)

@@ -1,0 +1,142 @@
+"""latentwalk ui: the job API in process (FastAPI's TestClient), over the real render engine."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from conftest import read_video  # noqa: E402
+from latentwalk.studio.app import create_app  # noqa: E402
+
+BASE = "http://127.0.0.1:7860"
+WALK = {"command": "seed-walk", "prompt": "a large red circle on a blue background", "seeds": "1,2", "preset": "shapes",
+        "steps": 4, "frames": 4}  # fmt: skip
+
+
+@pytest.fixture
+def studio(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    app = create_app(tmp_path / "outputs", "127.0.0.1", 7860)
+    with TestClient(app, base_url=BASE) as client:
+        yield client, tmp_path / "outputs"
+    app.state.worker.stop()
+
+
+def wait(client, job_id, states=("done", "failed", "cancelled"), seconds=120):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        if job["state"] in states:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} still {job['state']}")
+
+
+def test_a_walk_submitted_renders_and_its_command_makes_the_same_frames(studio, run, tmp_path):
+    client, outputs = studio
+    response = client.post("/api/jobs", json={**WALK, "output": "koi.mp4"})
+    assert response.status_code == 201
+    job_id = response.json()["id"]
+    job = wait(client, job_id)
+    assert job["state"] == "done", job
+    assert job["frames_done"] == job["frames_total"] == 5 and job["outputs"] == ["koi.mp4"]
+    assert job["command"][:2] == ["latentwalk", "seed-walk"] and job["command"][-2:] == ["--", WALK["prompt"]]
+    video = client.get(f"/api/jobs/{job_id}/files/koi.mp4")
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+    ranged = client.get(f"/api/jobs/{job_id}/files/koi.mp4", headers={"Range": "bytes=0-99"})
+    assert ranged.status_code == 206 and len(ranged.content) == 100  # a <video> seeks
+    assert client.get(f"/api/jobs/{job_id}/files/koi.mp4.json").json()["job"]["command"] == "seed-walk"
+    assert client.get(f"/api/jobs/{job_id}/files/latest.png").headers["content-type"] == "image/png"
+    # Its events: the current state on connecting, which is final here.
+    events = client.get(f"/api/jobs/{job_id}/events").text
+    assert events.startswith("id: ") and json.loads(events.split("data: ")[1])["state"] == "done"
+    # The command, run by hand from the outputs folder, makes the same frames.
+    by_hand = tmp_path / "by-hand"
+    by_hand.mkdir()
+    run(*[a if a != "koi.mp4" else str(by_hand / "koi.mp4") for a in job["command"][1:]])
+    assert np.array_equal(read_video(outputs / "koi.mp4")[0], read_video(by_hand / "koi.mp4")[0])
+    # A prompt walk, its prompts file's text in the job.
+    story = client.post("/api/jobs", json={"command": "prompt-walk", "prompts": "a red circle | seed=1\na blue square | seed=2\n",
+                                           "preset": "shapes", "steps": 4, "frames": 2, "smooth": False})  # fmt: skip
+    done = wait(client, story.json()["id"])
+    assert done["state"] == "done" and (outputs / done["outputs"][0]).is_file()
+    assert [j["id"] for j in client.get("/api/jobs").json()] == [job_id, story.json()["id"]]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"framez": 3}, "unknown key 'framez' for seed-walk"),
+        ({"ease": "bounce"}, "--ease must be one of"),
+        ({"frames": "many"}, "Invalid value for '--frames'"),
+        ({"output": "../escape.mp4"}, "output must be a file name"),
+        ({"output": "/tmp/escape.mp4"}, "output must be a file name"),
+        ({"output": "x.png"}, "output must be a file name (.mp4, .webm, .gif)"),
+        ({"model": "/etc/secrets"}, "model must be a hub id or a builtin model, not a path"),
+        ({"frames_dir": "/tmp"}, "frames_dir is not available through the server"),
+        ({"audio": "../../song.mp3"}, "audio must be the name of an uploaded file"),
+        ({"command": "render"}, "command must be one of generate, seed-walk, prompt-walk"),
+    ],
+)
+def test_a_bad_job_is_422_with_the_cli_s_one_line(studio, change, message):
+    client, outputs = studio
+    response = client.post("/api/jobs", json={**WALK, **change})
+    assert response.status_code == 422 and message in response.json()["error"], response.json()
+    assert client.get("/api/jobs").json() == []
+    assert not (outputs.parent / "escape.mp4").exists()
+
+
+def test_a_cancelled_job_stops_and_keeps_its_renders(studio):
+    client, outputs = studio
+    job_id = client.post("/api/jobs", json={**WALK, "frames": 400, "smooth": False, "output": "long.mp4"}).json()["id"]
+    wait(client, job_id, states=("running",))
+    cancelled = client.post(f"/api/jobs/{job_id}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+    assert client.post(f"/api/jobs/{job_id}/cancel").status_code == 409
+    time.sleep(1.0)
+    assert client.get(f"/api/jobs/{job_id}").json()["state"] == "cancelled" and not (outputs / "long.mp4").exists()
+    assert client.post("/api/jobs/nope/cancel").status_code == 404
+
+
+def test_foreign_hosts_and_origins_are_refused_and_a_token_server_wants_its_token(tmp_path):
+    app = create_app(tmp_path / "out", "127.0.0.1", 7860, worker=False)
+    with TestClient(app, base_url=BASE) as client:
+        assert client.get("/api/jobs").status_code == 200
+        assert client.get("/api/jobs", headers={"Host": "evil.example:7860"}).status_code == 403  # DNS rebinding
+        assert client.get("/api/jobs", headers={"Origin": "http://evil.example"}).status_code == 403  # CSRF
+        assert client.post("/api/jobs", json=WALK, headers={"Origin": "http://evil.example"}).status_code == 403
+        assert client.get("/api/jobs", headers={"Origin": BASE}).status_code == 200
+    app = create_app(tmp_path / "out2", "0.0.0.0", 7860, worker=False)
+    token = app.state.token
+    assert token and len(token) >= 24  # generated, as Jupyter does, off loopback
+    with TestClient(app, base_url="http://0.0.0.0:7860") as client:
+        for route in ("/", "/api/jobs", "/api/jobs/x/files/latest.png", "/api/jobs/x/events", "/static/studio.js"):
+            assert client.get(route).status_code == 401
+        assert client.get("/api/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.get("/api/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        page = client.get(f"/?token={token}")  # the page keeps it in a cookie
+        assert page.status_code == 200 and "latentwalk studio" in page.text
+        assert client.get("/api/jobs").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../jobs.sqlite", "..%2Fjobs.sqlite", "%2e%2e%2f.studio%2fjobs.sqlite", ".studio%2Fjobs.sqlite", "..\\jobs.sqlite",
+     "%2e%2e", "/etc/passwd", "%2Fetc%2Fpasswd", "....//jobs.sqlite", "koi.mp4%00.png", ".%2Fkoi.mp4", "KOI.MP4"],
+)
+def test_the_files_route_serves_a_job_s_outputs_and_nothing_else(tmp_path, name):
+    app = create_app(tmp_path / "out", "127.0.0.1", 7860, worker=False)
+    outputs = tmp_path / "out"
+    job_id = app.state.store.add(WALK, ["latentwalk"], ["koi.mp4"])
+    (outputs / "koi.mp4").write_bytes(b"video")
+    (tmp_path / "secret.txt").write_text("secret")
+    with TestClient(app, base_url=BASE) as client:
+        assert client.get(f"/api/jobs/{job_id}/files/koi.mp4").content == b"video"
+        response = client.get(f"/api/jobs/{job_id}/files/{name}")
+        assert response.status_code == 404 and b"secret" not in response.content and b"SQLite" not in response.content
