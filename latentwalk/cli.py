@@ -648,6 +648,7 @@ def ui(
             sock.bind((host, port))
         except OSError as e:
             raise BadInput(f"cannot listen on {host}:{port} ({e.strerror})") from None
+        sock.listen(128)  # connections wait from now on, so the URL works as soon as it is printed
         port = sock.getsockname()[1]
         app_ = create_app(outputs, host, port, token)
         where = f"[{host}]" if ":" in host else host

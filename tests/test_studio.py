@@ -140,3 +140,67 @@ def test_the_files_route_serves_a_job_s_outputs_and_nothing_else(tmp_path, name)
         assert client.get(f"/api/jobs/{job_id}/files/koi.mp4").content == b"video"
         response = client.get(f"/api/jobs/{job_id}/files/{name}")
         assert response.status_code == 404 and b"secret" not in response.content and b"SQLite" not in response.content
+
+
+def test_a_server_killed_mid_render_finishes_the_job_on_restart_with_the_same_frames(tmp_path, run):
+    """SIGKILL and a restart over the same --outputs: the job resumes from its finished renders."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    outputs = tmp_path / "outputs"
+
+    def serve():
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        process = subprocess.Popen([sys.executable, "-m", "latentwalk", "ui", "--port", "0", "--outputs", str(outputs)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True)  # fmt: skip
+        line = process.stdout.readline()
+        assert line.startswith("latentwalk studio: http://127.0.0.1:"), line
+        return process, line.split(": ", 1)[1].strip().rstrip("/")
+
+    process, url = serve()
+    try:
+        job = {**WALK, "frames": 40, "smooth": False, "output": "kill.mp4"}
+        job_id = httpx.post(f"{url}/api/jobs", json=job, timeout=60).json()["id"]
+        end = time.monotonic() + 120
+        while httpx.get(f"{url}/api/jobs/{job_id}").json()["frames_done"] < 4 and time.monotonic() < end:
+            time.sleep(0.1)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert not (outputs / "kill.mp4").exists()
+    process, url = serve()
+    try:
+        end = time.monotonic() + 120
+        while (state := httpx.get(f"{url}/api/jobs/{job_id}").json())["state"] not in ("done", "failed") and time.monotonic() < end:
+            time.sleep(0.2)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert state["state"] == "done" and state["frames_done"] == 41, state
+    by_hand = tmp_path / "by-hand.mp4"
+    run(*[a if a != "kill.mp4" else str(by_hand) for a in state["command"][1:]])
+    assert np.array_equal(read_video(outputs / "kill.mp4")[0], read_video(by_hand)[0])
+
+
+def test_an_uploaded_audio_file_is_checked_and_named_for_jobs(tmp_path):
+    from latentwalk.audio import click_track, write_wav
+
+    app = create_app(tmp_path / "out", "127.0.0.1", 7860, worker=False)
+    write_wav(tmp_path / "song.wav", click_track([0.5, 1.0], 2.0))
+    with TestClient(app, base_url=BASE) as client:
+        stored = client.post("/api/uploads?name=song.wav", content=(tmp_path / "song.wav").read_bytes())
+        assert stored.status_code == 201
+        name = stored.json()["name"]
+        assert name.endswith(".wav") and (tmp_path / "out" / name).read_bytes() == (tmp_path / "song.wav").read_bytes()
+        assert client.post("/api/uploads?name=notes.txt", content=b"hello").status_code == 422
+        bad = client.post("/api/uploads?name=song.mp3", content=b"not audio at all")
+        assert bad.status_code == 422 and "song.mp3" in bad.json()["error"]
+        assert client.post("/api/uploads?name=../../song.wav", content=b"RIFF").status_code == 422
+        assert not (tmp_path / "song.wav.1").exists() and not any(p.name.startswith("..") for p in (tmp_path / "out").iterdir())
+        # A job names it, and the music walk is checked with it.
+        job = {**WALK, "audio": name, "output": "music.mp4"}
+        assert client.post("/api/jobs", json=job).status_code == 201

@@ -83,6 +83,13 @@ def create_app(outputs: Path, host: str = "127.0.0.1", port: int = 7860, token: 
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
+    @app.get("/api/presets")
+    def presets():
+        """The shipped presets' names, for the page's picker."""
+        from latentwalk.presets import shipped
+
+        return sorted(shipped())
+
     @app.post("/api/jobs", status_code=201)
     async def submit(request: Request):
         """A job exactly as one [[job]] table of a `batch` file, as JSON; `prompts` may carry a
@@ -169,9 +176,11 @@ def create_app(outputs: Path, host: str = "127.0.0.1", port: int = 7860, token: 
         path = outputs / stored
         path.write_bytes(body)
         try:
-            from latentwalk.audio import check_audio_file
+            from latentwalk.audio import decode
 
-            await asyncio.to_thread(check_audio_file, path)
+            samples = await asyncio.to_thread(decode, path, 0.0, 1.0)  # its first second decodes
+            if not len(samples):
+                raise BadInput(f"{str(path)!r} holds no sound")
         except BadInput as e:
             path.unlink(missing_ok=True)
             return JSONResponse({"error": str(e).replace(str(path), name)}, status_code=422)

@@ -140,10 +140,10 @@ class Worker:
         def watch(done: int, total: int, image: np.ndarray) -> None:
             if self.store.get(job_id)["state"] == "cancelled":
                 raise Cancelled()
-            self.store.update(job_id, frames_done=done, frames_total=total)
             if time.monotonic() - shown[0] > 1.0 or done == total:  # the latest frame, once a second
                 shown[0] = time.monotonic()
-                _write_png(latest, image)
+                _write_png(latest, image)  # before the progress that announces it
+            self.store.update(job_id, frames_done=done, frames_total=total)
 
         argv = _argv(job, self.outputs)
         cli.RESULT.error = cli.RESULT.summary = None
