@@ -190,7 +190,8 @@ def _render(job, sink, options, store: FrameStore, timings, warn, texts, device,
     sink.open(width, height, options.overwrite, store.resumed > 0, describe)
     try:
         with Progress(most, job.command, pick_mode(options.quiet), unit="renders", at_most=placed) as progress:
-            spec.on_render = progress.advance
+            tick = getattr(LOCAL, "tick", None)  # a watcher's say after each batch (it may stop the run)
+            spec.on_render = progress.advance if tick is None else (lambda count: (progress.advance(count), tick()))
 
             watch = getattr(LOCAL, "watch", None)
             written = [0]
@@ -245,8 +246,8 @@ def _facts(job: Job, spec, motion) -> dict:
 
 
 # Watching runs from the same process (the studio), per thread. `watch(done, total, image)` is
-# called after each frame is written (frames written, frames in the output) and may raise
-# errors.Cancelled to stop the run; `check_only` stops a run before anything is opened or
+# called after each frame is written (frames written, frames in the output) and `tick()` after
+# each batch of renders; either may raise errors.Cancelled to stop the run; `check_only` stops a run before anything is opened or
 # loaded, with CheckedOnly, once every check of the command line has passed.
 LOCAL = threading.local()
 

@@ -16,6 +16,7 @@ import json
 import re
 import secrets
 import uuid
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -50,7 +51,12 @@ def create_app(outputs: Path, host: str = "127.0.0.1", port: int = 7860, token: 
     if token is None and not is_loopback(host):
         token = secrets.token_urlsafe(24)
     store = Store(outputs / ".studio")
-    app = FastAPI(title="latentwalk studio", description="Jobs over latentwalk's render engine: the page's only way in.")
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        app.state.worker.stop()  # uvicorn's shutdown (Ctrl-C), a test client's exit
+
+    app = FastAPI(title="latentwalk studio", description="Jobs over latentwalk's render engine: the page's only way in.", lifespan=lifespan)
     app.state.token, app.state.store, app.state.outputs = token, store, outputs
     names = {"localhost", "127.0.0.1", "[::1]"} if is_loopback(host) else {host if ":" not in host else f"[{host}]"}
     hosts = {f"{name}:{port}" for name in names} | (names if port in (80, 443) else set())
@@ -58,6 +64,7 @@ def create_app(outputs: Path, host: str = "127.0.0.1", port: int = 7860, token: 
     app.state.worker = Worker(store, outputs)
     if worker:
         app.state.worker.start()
+
 
     @app.middleware("http")
     async def guard(request: Request, call_next):

@@ -80,7 +80,12 @@ def prepare(table: dict, outputs: Path, job_id: str) -> tuple[dict, list[str], l
         seeds = parse_seeds(str(table.get("seeds", "0")))
         if len(seeds) > 1:
             names = [f"{Path(output).stem}-{seed}.png" for seed in seeds]
-    check(entry.argv, commands)
+    try:
+        check(entry.argv, commands)
+    except BadInput:
+        if command == "prompt-walk" and table.get("prompts_file") == f"{job_id}.prompts.txt":
+            (outputs / table["prompts_file"]).unlink(missing_ok=True)  # a refused job leaves nothing
+        raise
     return table, entry.argv, ["latentwalk", *shown.argv], names
 
 
@@ -114,9 +119,14 @@ class Worker:
     def start(self) -> None:
         self.thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop after the current batch of renders (a running job stays running in the store:
+        the next start queues it again, to resume) and wait for the thread: a process must not
+        exit while it is inside torch."""
         self.stopping = True
         self.wake.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout)
 
     def _loop(self) -> None:
         from latentwalk import runner
@@ -137,9 +147,12 @@ class Worker:
         latest = self.outputs / ".studio" / f"{job_id}.latest.png"
         shown = [0.0]
 
-        def watch(done: int, total: int, image: np.ndarray) -> None:
-            if self.store.get(job_id)["state"] == "cancelled":
+        def tick() -> None:  # after every batch of renders: a cancel (or the server stopping) ends the run here
+            if self.stopping or self.store.get(job_id)["state"] == "cancelled":
                 raise Cancelled()
+
+        def watch(done: int, total: int, image: np.ndarray) -> None:
+            tick()
             if time.monotonic() - shown[0] > 1.0 or done == total:  # the latest frame, once a second
                 shown[0] = time.monotonic()
                 _write_png(latest, image)  # before the progress that announces it
@@ -147,9 +160,9 @@ class Worker:
 
         argv = _argv(job, self.outputs)
         cli.RESULT.error = cli.RESULT.summary = None
-        runner.LOCAL.watch = watch
+        runner.LOCAL.watch, runner.LOCAL.tick = watch, tick
         try:
-            args = with_options(argv, "--quiet", "--overwrite")[1:]
+            args = with_options(argv, "--quiet")[1:]  # no --overwrite: a file that appeared meanwhile stays
             code = _commands()[argv[0]].main(args=args, prog_name="latentwalk", standalone_mode=False)
         except Cancelled:
             return  # already marked; its renders stay in the work directory, to resume
@@ -157,7 +170,7 @@ class Worker:
             self.store.update(job_id, state="failed", error=f"{type(e).__name__}: {e}")
             return
         finally:
-            runner.LOCAL.watch = None
+            runner.LOCAL.watch = runner.LOCAL.tick = None
         if code:
             self.store.update(job_id, state="failed", error=cli.RESULT.error or f"exit {code}")
         else:

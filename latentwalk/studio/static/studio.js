@@ -184,7 +184,9 @@ function renderRow(job) {
     const again = document.createElement("button");
     again.textContent = "Re-run";
     again.className = "rerun";
-    again.onclick = () => post("/api/jobs", job.job).then((j) => follow(j.id)).catch((e) => { $("compose-error").textContent = e.message; });
+    // Again into a new output: the old one stays.
+    const { output, ...rest } = job.job;
+    again.onclick = () => post("/api/jobs", rest).then((j) => follow(j.id)).catch((e) => { $("compose-error").textContent = e.message; });
     actions.append(again);
   }
 }
