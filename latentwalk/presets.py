@@ -24,6 +24,7 @@ KEYS: dict[str, tuple[type, ...]] = {
     "ease": (str,),
     "device": (str,),
     "dtype": (str,),
+    "long_prompts": (bool,),
 }
 
 
@@ -51,6 +52,6 @@ def load_preset(name_or_path: str) -> dict:
     for key, value in values.items():
         if key not in KEYS:
             raise BadInput(f"preset {str(path)!r}: unknown key {key!r} (keys: {', '.join(KEYS)})")
-        if not isinstance(value, KEYS[key]) or isinstance(value, bool):
+        if not isinstance(value, KEYS[key]) or (isinstance(value, bool) and bool not in KEYS[key]):
             raise BadInput(f"preset {str(path)!r}: {key} has the wrong type ({type(value).__name__})")
     return values
