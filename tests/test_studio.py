@@ -119,6 +119,7 @@ def test_foreign_hosts_and_origins_are_refused_and_a_token_server_wants_its_toke
         for route in ("/", "/api/jobs", "/api/jobs/x/files/latest.png", "/api/jobs/x/events", "/static/studio.js"):
             assert client.get(route).status_code == 401
         assert client.get("/api/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.get("/api/jobs", headers={"Authorization": b"Bearer w\xe9"}).status_code == 401  # not ASCII: still 401
         assert client.get("/api/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
         page = client.get(f"/?token={token}")  # the page keeps it in a cookie
         assert page.status_code == 200 and "latentwalk studio" in page.text

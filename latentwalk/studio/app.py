@@ -65,7 +65,6 @@ def create_app(outputs: Path, host: str = "127.0.0.1", port: int = 7860, token: 
     if worker:
         app.state.worker.start()
 
-
     @app.middleware("http")
     async def guard(request: Request, call_next):
         if request.headers.get("host", "") not in app.state.hosts:
@@ -76,8 +75,9 @@ def create_app(outputs: Path, host: str = "127.0.0.1", port: int = 7860, token: 
         given_query = request.query_params.get("token")
         if app.state.token is not None:
             bearer = request.headers.get("authorization", "")
-            given = bearer.removeprefix("Bearer ") if bearer.startswith("Bearer ") else request.cookies.get(COOKIE) or given_query
-            if not given or not secrets.compare_digest(given, app.state.token):
+            # A header first, then the URL's (a fresh link wins over an old cookie), then the cookie.
+            given = bearer.removeprefix("Bearer ") if bearer.startswith("Bearer ") else given_query or request.cookies.get(COOKIE)
+            if not given or not secrets.compare_digest(given.encode(), app.state.token.encode()):
                 return JSONResponse({"error": "a token is required: Authorization: Bearer TOKEN, or open the URL printed at start"}, status_code=401)
         response = await call_next(request)
         if app.state.token is not None and given_query:  # the page keeps it for its own requests
