@@ -151,9 +151,9 @@ def apply_vae(pipe: DiffusionPipeline, vae: str | None, dtype: torch.dtype, allo
             source = models.folder(model) if model in models.FOLDERS else model
             if Path(model).is_file():
                 source = config_source(Path(model), family, config)
-            from latentwalk.catalog import _hub_file
+            from latentwalk.catalog import config_at_hand
 
-            cached = Path(str(source)).is_dir() or _hub_file(str(source), "model_index.json", None) is not None
+            cached = config_at_hand(str(source))
             loaded = AutoencoderKL.from_single_file(vae, config=str(source), subfolder="vae", torch_dtype=dtype, local_files_only=cached)
     except Exception as e:  # noqa: BLE001 - a file that is not this kind of VAE: one line
         raise BadInput(f"--vae {vae!r} cannot be loaded as this model's VAE ({first_line(e)})") from e
@@ -201,7 +201,7 @@ def load_single_file(model: str, path: Path, options: dict, family: str | None, 
     diffusers itself infers from the keys and shapes (Playground v2.5, SD 3.5, an SD 2 768-v
     model: more precise than the family's default), read from the hub cache when it is there
     (no network), else downloaded (configs and tokenizers only)."""
-    from latentwalk.catalog import _hub_file, config_source, pipeline_info
+    from latentwalk.catalog import config_at_hand, config_source, pipeline_info
 
     source = config_source(path, family, config)
     if config is None:
@@ -210,7 +210,7 @@ def load_single_file(model: str, path: Path, options: dict, family: str | None, 
     pipeline_class = getattr(diffusers, name, None)
     if pipeline_class is None or not hasattr(pipeline_class, "from_single_file"):
         raise BadInput(f"--model {model!r}: a {name} cannot be loaded from a single file")
-    cached = Path(source).is_dir() or _hub_file(source, "model_index.json", None) is not None
+    cached = config_at_hand(source)
     try:
         return pipeline_class.from_single_file(str(path), config=source, local_files_only=cached, **options)
     except Exception as e:  # noqa: BLE001 - any loader failure becomes one line for the user

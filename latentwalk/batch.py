@@ -51,6 +51,21 @@ def read_jobs(path: Path) -> list[dict]:
     return jobs
 
 
+def cli_commands() -> dict:
+    """The CLI's commands (click objects), whose parameters say what a job may set."""
+    import typer.main
+
+    from latentwalk.cli import app
+
+    return typer.main.get_command(app).commands
+
+
+def command_params() -> dict[str, dict]:
+    """Per job command, its parameters by name (click metadata): what to_argv takes."""
+    commands = cli_commands()
+    return {name: {p.name: p for p in commands[name].params} for name in COMMANDS}
+
+
 def to_argv(number: int, job: dict, params: dict[str, dict], base: Path) -> Entry:
     """A job table as its command's argv. `params` is, per command, each parameter's click
     metadata (name -> click.Parameter), read from the CLI itself."""

@@ -134,6 +134,11 @@ def _read(index: Path, transformer: Path | None) -> tuple[str, dict] | None:
     return (name, config) if isinstance(name, str) and isinstance(config, dict) else None
 
 
+def config_at_hand(source: str) -> bool:
+    """Whether a config source needs no network: a local folder, or a hub model in the cache."""
+    return Path(source).is_dir() or _hub_file(source, "model_index.json", None) is not None
+
+
 def _hub_file(model: str, filename: str, revision: str | None) -> Path | None:
     """From the hub cache only: a check before the load must not wait on the network (offline,
     a lookup stalls for seconds). A hub model not downloaded yet has SD's defaults on its first

@@ -491,15 +491,12 @@ def batch(
       output = "koi.mp4"
     latentwalk batch nightly.toml
     """
-    import typer.main
-
     from latentwalk import runner
-    from latentwalk.batch import COMMANDS, read_jobs, to_argv
+    from latentwalk.batch import cli_commands, command_params, read_jobs, to_argv
 
     with one_line_errors():
         tables = read_jobs(jobs_file)
-        commands = typer.main.get_command(app).commands
-        params = {name: {p.name: p for p in commands[name].params} for name in COMMANDS}
+        commands, params = cli_commands(), command_params()
         entries = [to_argv(i + 1, table, params, jobs_file.resolve().parent) for i, table in enumerate(tables)]
     results = []
     runner.LOADED = {}

@@ -35,15 +35,13 @@ def segment_path(output: Path, k: int, n: int) -> Path:
 
 def _run_shard(argv: list[str], threads: int | None) -> dict:
     """In a Ray worker: one shard, through the command's own parser, as its command line would."""
-    import typer.main
-
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    from latentwalk.cli import app
+    from latentwalk.batch import cli_commands
 
-    command = typer.main.get_command(app).commands[argv[0]]
+    command = cli_commands()[argv[0]]
     code = command.main(args=argv[1:], prog_name="latentwalk", standalone_mode=False)
     if code == 2:  # bad input: the same on every try
         raise ValueError(f"latentwalk {argv[0]} --shard: bad input (exit 2)")
@@ -128,10 +126,8 @@ def render(argv: list[str], output: Path, parts: int, render: str, address: str,
 def to_argv(command: str, own: dict, flags: dict, lora: list) -> list[str]:
     """The walk's command line, from its parsed values (those not at their defaults; paths made
     absolute, so a worker in another folder finds them), without what the driver handles."""
-    import typer.main
-
+    from latentwalk.batch import command_params
     from latentwalk.batch import to_argv as job_argv
-    from latentwalk.cli import app
 
     handled = {"output", "shard", "ray", "workers", "frames_dir", "keep_frames", "quiet", "json_out", "overwrite", "lora"}
     if str(flags.get("device") or "").startswith("cuda:"):
@@ -146,8 +142,7 @@ def to_argv(command: str, own: dict, flags: dict, lora: list) -> list[str]:
         table[key] = value
     if lora:  # as resolved: absolute paths with their scales
         table["lora"] = [f"{path}:{scale!r}" for path, scale in lora]
-    params = {command: {p.name: p for p in typer.main.get_command(app).commands[command].params}}
-    entry = job_argv(0, table, params, Path.cwd())
+    entry = job_argv(0, table, command_params(), Path.cwd())
     if entry.error is not None:  # values the command line took: cannot happen
         raise LatentwalkError(f"--ray: cannot pass on the options ({entry.error})")
     return entry.argv

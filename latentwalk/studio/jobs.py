@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latentwalk.batch import with_options
+from latentwalk.batch import cli_commands, command_params, to_argv, with_options
 from latentwalk.errors import BadInput, Cancelled
 from latentwalk.studio.store import Store
 
@@ -27,18 +27,10 @@ EXTENSIONS = {"generate": (".png",), "seed-walk": (".mp4", ".webm", ".gif"), "pr
 REFUSED = ("frames_dir", "keep_frames", "ray", "workers", "shard", "json_out", "quiet", "allow_pickle", "model_config", "vae", "lora")
 
 
-def _commands() -> dict:
-    import typer.main
-
-    from latentwalk.cli import app
-
-    return typer.main.get_command(app).commands
-
-
 def prepare(table: dict, outputs: Path, job_id: str) -> tuple[dict, list[str], list[str], list[str]]:
     """(the table as stored, argv to run, the command to show, output names); BadInput if the
     job is not one. A prompt walk's `prompts` text becomes its prompts file beside the outputs."""
-    from latentwalk.batch import COMMANDS, to_argv
+    from latentwalk.batch import COMMANDS
 
     if not isinstance(table, dict):
         raise BadInput("a job is a JSON object, as one [[job]] table of a batch file")
@@ -67,8 +59,7 @@ def prepare(table: dict, outputs: Path, job_id: str) -> tuple[dict, list[str], l
     output = table.setdefault("output", f"{job_id}{EXTENSIONS[command][0]}")
     if not isinstance(output, str) or not NAME.match(output) or Path(output).suffix.lower() not in EXTENSIONS[command]:
         raise BadInput(f"output must be a file name ({', '.join(EXTENSIONS[command])}) inside the outputs folder, got {output!r}")
-    commands = _commands()
-    params = {name: {p.name: p for p in commands[name].params} for name in COMMANDS}
+    params = command_params()
     entry = to_argv(0, table, params, outputs)
     if entry.error is not None:
         raise BadInput(entry.error)
@@ -81,7 +72,7 @@ def prepare(table: dict, outputs: Path, job_id: str) -> tuple[dict, list[str], l
         if len(seeds) > 1:
             names = [f"{Path(output).stem}-{seed}.png" for seed in seeds]
     try:
-        check(entry.argv, commands)
+        check(entry.argv, cli_commands())
     except BadInput:
         if command == "prompt-walk" and table.get("prompts_file") == f"{job_id}.prompts.txt":
             (outputs / table["prompts_file"]).unlink(missing_ok=True)  # a refused job leaves nothing
@@ -163,7 +154,7 @@ class Worker:
         runner.LOCAL.watch, runner.LOCAL.tick = watch, tick
         try:
             args = with_options(argv, "--quiet")[1:]  # no --overwrite: a file that appeared meanwhile stays
-            code = _commands()[argv[0]].main(args=args, prog_name="latentwalk", standalone_mode=False)
+            code = cli_commands()[argv[0]].main(args=args, prog_name="latentwalk", standalone_mode=False)
         except Cancelled:
             return  # already marked; its renders stay in the work directory, to resume
         except BaseException as e:  # noqa: BLE001 - a failing job never takes the server down
@@ -179,11 +170,7 @@ class Worker:
 
 def _argv(job: dict, outputs: Path) -> list[str]:
     """A stored job's argv: its table made a command line again, in the outputs folder."""
-    from latentwalk.batch import COMMANDS, to_argv
-
-    commands = _commands()
-    params = {name: {p.name: p for p in commands[name].params} for name in COMMANDS}
-    return to_argv(0, job["table"], params, outputs).argv
+    return to_argv(0, job["table"], command_params(), outputs).argv
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
