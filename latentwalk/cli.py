@@ -150,17 +150,22 @@ def settings_of(flags: dict) -> tuple[Settings, Engine, bool]:
 
 
 # What the last command run in this thread ended with, for callers in the same process (the
-# studio): `error` (its one line) or `summary` (what --json prints).
+# studio): `error` (its one line) or `summary` (what --json prints). A caller that reports the
+# error itself (the studio checking a job) sets `silent`, and gets the warnings in `warnings`.
 RESULT = threading.local()
 
 
 def fail(message: str, code: int) -> None:
     RESULT.error = message
-    typer.echo(f"Error: {message}", err=True)
+    if not getattr(RESULT, "silent", False):
+        typer.echo(f"Error: {message}", err=True)
     raise typer.Exit(code)
 
 
 def warn(message: str) -> None:
+    if getattr(RESULT, "silent", False):
+        RESULT.warnings.append(message)
+        return
     typer.echo(f"Warning: {message}", err=True)
 
 

@@ -104,7 +104,7 @@ def run(job: Job, sink, options: Options, warn: Callable[[str], None], texts: Te
     from latentwalk.backend import resolve_device, resolve_dtype
 
     if getattr(LOCAL, "check_only", False):
-        raise CheckedOnly()
+        raise CheckedOnly(job)
     timings: dict[str, float] = defaultdict(float)
     started = time.perf_counter()
     with signals_raise():
@@ -191,7 +191,7 @@ def _render(job, sink, options, store: FrameStore, timings, warn, texts, device,
     try:
         with Progress(most, job.command, pick_mode(options.quiet), unit="renders", at_most=placed) as progress:
             tick = getattr(LOCAL, "tick", None)  # a watcher's say after each batch (it may stop the run)
-            spec.on_render = progress.advance if tick is None else (lambda count: (progress.advance(count), tick()))
+            spec.on_render = progress.advance if tick is None else (lambda count: (progress.advance(count), tick(progress.done, most)))
 
             watch = getattr(LOCAL, "watch", None)
             written = [0]
@@ -246,14 +246,20 @@ def _facts(job: Job, spec, motion) -> dict:
 
 
 # Watching runs from the same process (the studio), per thread. `watch(done, total, image)` is
-# called after each frame is written (frames written, frames in the output) and `tick()` after
-# each batch of renders; either may raise errors.Cancelled to stop the run; `check_only` stops a run before anything is opened or
+# called after each frame is written (frames written, frames in the output) and `tick(done, most)`
+# after each batch of renders (renders made, at most how many: a smooth walk places its frames as
+# it renders, so its frames come out late and its renders show the progress); either may raise errors.Cancelled to stop the run; `check_only` stops a run before anything is opened or
 # loaded, with CheckedOnly, once every check of the command line has passed.
 LOCAL = threading.local()
 
 
 class CheckedOnly(BaseException):
-    """A command line whose every check passed, stopped before it rendered (LOCAL.check_only)."""
+    """A command line whose every check passed, stopped before it rendered (LOCAL.check_only);
+    `job` is what it would have rendered (its lengths and frame count, for the studio's plan)."""
+
+    def __init__(self, job: Job | None = None):
+        super().__init__()
+        self.job = job
 
 
 # The loaded model kept for the next job of the same process (`latentwalk batch`), by all that

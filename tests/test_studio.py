@@ -53,6 +53,12 @@ def test_a_walk_submitted_renders_and_its_command_makes_the_same_frames(studio, 
     assert ranged.status_code == 206 and len(ranged.content) == 100  # a <video> seeks
     assert client.get(f"/api/jobs/{job_id}/files/koi.mp4.json").json()["job"]["command"] == "seed-walk"
     assert client.get(f"/api/jobs/{job_id}/files/latest.png").headers["content-type"] == "image/png"
+    assert job["renders_done"] >= 5 and job["renders_most"] >= job["renders_done"]  # a smooth walk's progress before its frames
+    # inspect's figures and plot of the video, read back from the file.
+    figures = client.get(f"/api/jobs/{job_id}/smoothness").json()
+    assert figures["video"] == "koi.mp4" and figures["frames"] == 5 and len(figures["changes"]) == 4 and figures["keyframes"] == [0, 4]
+    plot = client.get(f"/api/jobs/{job_id}/files/smoothness.png")
+    assert plot.status_code == 200 and plot.content.startswith(b"\x89PNG")
     # Its events: the current state on connecting, which is final here.
     events = client.get(f"/api/jobs/{job_id}/events").text
     assert events.startswith("id: ") and json.loads(events.split("data: ")[1])["state"] == "done"
@@ -205,3 +211,70 @@ def test_an_uploaded_audio_file_is_checked_and_named_for_jobs(tmp_path):
         # A job names it, and the music walk is checked with it.
         job = {**WALK, "audio": name, "output": "music.mp4"}
         assert client.post("/api/jobs", json=job).status_code == 201
+
+
+def test_a_composed_walk_is_checked_and_planned_without_being_queued(tmp_path):
+    """POST /api/check: the page's live check while composing, with the keyframes' times as
+    the walk places them (frames=, at=, the music's beats)."""
+    from latentwalk.audio import click_track, write_wav
+
+    app = create_app(tmp_path / "out", "127.0.0.1", 7860, worker=False)
+    write_wav(tmp_path / "song.wav", click_track([0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5], 4.0))
+    with TestClient(app, base_url=BASE) as client:
+        story = {"command": "prompt-walk", "preset": "shapes", "steps": 4}
+        lines = "a red circle | seed=1 | frames=6\na blue square | seed=2 | frames=12\na green circle | seed=3\n"
+        plan = client.post("/api/check", json={**story, "prompts": lines}).json()
+        assert plan["frames"] == 19 and plan["fps"] == 12 and plan["keyframes"] == [0.0, 0.5, 1.5] and plan["warnings"] == []
+        timed = client.post("/api/check", json={**story, "prompts": "a red circle\na blue square | at=2\na green circle | at=3\n"}).json()
+        assert timed["keyframes"] == [0.0, 2.0, 3.0] and timed["frames"] == 37
+        bad = client.post("/api/check", json={**story, "prompts": "a red circle | at=1\na blue square\n"})
+        assert bad.status_code == 422 and bad.json()["error"].startswith("line 1: the first keyframe starts the video")
+        assert client.post("/api/check", json={**WALK, "frames": "many"}).status_code == 422
+        # The music: what the server hears in an upload, and keyframes on its beats.
+        name = client.post("/api/uploads?name=song.wav", content=(tmp_path / "song.wav").read_bytes()).json()["name"]
+        heard = client.get(f"/api/uploads/{name}").json()
+        assert heard["duration"] == 4.0 and len(heard["beats"]) == 7 and len(heard["onsets"]) == 7
+        assert all(abs(b - c) < 0.03 for b, c in zip(heard["beats"], [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]))
+        assert max(heard["envelope"]) == 1.0 and len(heard["envelope"]) <= 2000 and heard["rate"] > 50
+        section = client.get(f"/api/uploads/{name}?start=1.25&duration=2").json()
+        assert section["duration"] == 2.0 and len(section["beats"]) >= 3  # in seconds from the section's start
+        assert all(min(abs(b - c) for c in (0.25, 0.75, 1.25, 1.75)) < 0.03 for b in section["beats"])
+        beats = client.post("/api/check", json={**story, "prompts": "a red circle\na blue square\na green circle\n", "audio": name, "on_beats": 2}).json()
+        assert beats["keyframes"][1:] == [round(round(b * 12) / 12, 4) for b in heard["beats"][2:5:2]]
+        for wrong in ("song.wav", "upload-0123456789ab.wav", "..%2Fsong.wav", "jobs.sqlite"):
+            assert client.get(f"/api/uploads/{wrong}").status_code == 404
+        assert client.get(f"/api/uploads/{name}?start=9").status_code == 422
+        # Nothing was queued or left behind.
+        assert client.get("/api/jobs").json() == []
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".studio", name]
+
+
+def test_the_smoothness_of_a_job_that_is_not_a_finished_walk_is_409(studio):
+    client, _ = studio
+    job_id = client.post("/api/jobs", json={"command": "generate", "prompt": "a red circle", "preset": "shapes", "steps": 2}).json()["id"]
+    assert wait(client, job_id)["state"] == "done"
+    assert client.get(f"/api/jobs/{job_id}/smoothness").status_code == 409
+    assert client.get(f"/api/jobs/{job_id}/files/smoothness.png").status_code == 404
+    assert client.get("/api/jobs/nope/smoothness").status_code == 404
+
+
+def test_a_jobs_file_from_an_earlier_studio_opens_and_gains_the_new_columns(tmp_path):
+    import sqlite3
+
+    from latentwalk.studio.store import Store
+
+    folder = tmp_path / ".studio"
+    folder.mkdir()
+    db = sqlite3.connect(folder / "jobs.sqlite")
+    db.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, state TEXT, frames_done INTEGER, frames_total INTEGER,"
+               " outputs TEXT, error TEXT, command TEXT, job TEXT, created REAL, updated REAL, version INTEGER)")  # fmt: skip
+    db.execute("INSERT INTO jobs VALUES ('old', 'running', 3, 9, '[\"a.mp4\"]', NULL, '[\"latentwalk\"]', '{}', 1.0, 1.0, 4)")
+    db.commit()
+    db.close()
+    store = Store(folder)
+    old = store.get("old")
+    assert old["state"] == "queued" and old["frames_done"] == 3 and old["renders_done"] == 0 and old["outputs"] == ["a.mp4"]
+    store.update("old", renders_done=5, renders_most=12)
+    assert store.get("old")["renders_most"] == 12
+    new = store.add({}, ["latentwalk"], ["b.mp4"])
+    assert store.get(new)["renders_done"] == 0 and store.get(new)["renders_most"] is None

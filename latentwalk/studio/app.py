@@ -15,9 +15,12 @@ import ipaddress
 import json
 import re
 import secrets
+import threading
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
+
+import numpy as np
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
@@ -31,6 +34,7 @@ STATIC = Path(__file__).parent / "static"
 COOKIE = "latentwalk_token"
 TERMINAL = ("done", "failed", "cancelled")
 UPLOAD_LIMIT = 200 * 1024 * 1024  # an audio file; a four-minute WAV is about 40 MB
+UPLOADED = re.compile(r"^upload-[0-9a-f]{12}\.[a-z0-9]{2,5}$")  # the names /api/uploads gives
 AUDIO = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".webm")
 
 
@@ -62,6 +66,7 @@ def create_app(outputs: Path, host: str = "127.0.0.1", port: int = 7860, token: 
     hosts = {f"{name}:{port}" for name in names} | (names if port in (80, 443) else set())
     app.state.hosts = hosts
     app.state.worker = Worker(store, outputs)
+    measuring = threading.Lock()
     if worker:
         app.state.worker.start()
 
@@ -107,12 +112,28 @@ def create_app(outputs: Path, host: str = "127.0.0.1", port: int = 7860, token: 
             return JSONResponse({"error": "the body must be a JSON object"}, status_code=422)
         job_id = uuid.uuid4().hex[:12]
         try:
-            table, _, command, names = await asyncio.to_thread(prepare, table, outputs, job_id)
+            prepared = await asyncio.to_thread(prepare, table, outputs, job_id)
         except BadInput as e:
             return JSONResponse({"error": str(e)}, status_code=422)
-        store.add(table, command, names, job_id)
+        store.add(prepared.table, prepared.command, prepared.outputs, job_id)
         app.state.worker.wake.set()
         return {"id": job_id}
+
+    @app.post("/api/check")
+    async def check(request: Request):
+        """A job checked as POST /api/jobs checks it, and not queued: what it would make (`frames`,
+        `fps`, `seconds`, and `keyframes`: where each falls in seconds, as the walk places them,
+        the music's beats and at= times included), or 422 with its one line. The page asks this
+        as a walk is composed, to draw the keyframes on the audio's timeline."""
+        try:
+            table = await request.json()
+        except ValueError:
+            return JSONResponse({"error": "the body must be a JSON object"}, status_code=422)
+        try:
+            prepared = await asyncio.to_thread(prepare, table, outputs, "check-" + uuid.uuid4().hex[:12], False)
+        except BadInput as e:
+            return JSONResponse({"error": str(e)}, status_code=422)
+        return prepared.plan
 
     @app.get("/api/jobs")
     def jobs():
@@ -161,10 +182,78 @@ def create_app(outputs: Path, host: str = "127.0.0.1", port: int = 7860, token: 
         allowed.update({f"{n}.json": outputs / f"{n}.json" for n in list(allowed)})
         if found is not None:
             allowed["latest.png"] = outputs / ".studio" / f"{job_id}.latest.png"
+            if name == "smoothness.png" and found["state"] == "done" and is_video(found):
+                try:
+                    smoothness_of(found)  # drawn on first asking
+                except BadInput as e:
+                    return JSONResponse({"error": str(e)}, status_code=422)
+                allowed[name] = outputs / ".studio" / f"{job_id}.smoothness.png"
         path = allowed.get(name)
         if path is None or not path.is_file():
             return JSONResponse({"error": "no such file"}, status_code=404)
         return FileResponse(path)
+
+    @app.get("/api/jobs/{job_id}/smoothness")
+    def smoothness(job_id: str):
+        """How smoothly a finished walk's video moves, as `latentwalk inspect --json` reads it
+        back from the file (with the job's audio: its envelope per frame and their correlation).
+        `files/smoothness.png` is inspect's plot of it."""
+        found = store.get(job_id)
+        if found is None:
+            return JSONResponse({"error": "no such job"}, status_code=404)
+        if found["state"] != "done" or not is_video(found):
+            return JSONResponse({"error": "a finished walk's video is measured; this job is " + (found["state"] if is_video(found) else "a still")}, status_code=409)
+        try:
+            return smoothness_of(found)
+        except BadInput as e:
+            return JSONResponse({"error": str(e)}, status_code=422)
+
+    def smoothness_of(job: dict) -> dict:
+        """inspect's figures and plot of a done job's video, made once and kept beside its state."""
+        kept = outputs / ".studio" / f"{job['id']}.smoothness.json"
+        with measuring:  # two first askings (the page's plot and its figures) measure once
+            if not kept.is_file():
+                measure(job, kept)
+        return json.loads(kept.read_text())
+
+    def measure(job: dict, kept: Path) -> None:
+        from latentwalk.inspect import draw_plot, inspect_video
+
+        audio = job["table"].get("audio")
+        result = inspect_video(outputs / job["outputs"][0], None if audio is None else outputs / audio)
+        result["video"] = job["outputs"][0]  # names, as everywhere in the API
+        if "audio" in result:
+            result["audio"]["file"] = audio
+        picture = kept.with_suffix(".png")
+        draw_plot([result]).save(picture.with_suffix(".tmp"), format="PNG")
+        picture.with_suffix(".tmp").replace(picture)
+        kept.with_suffix(".part").write_text(json.dumps(result))
+        kept.with_suffix(".part").replace(kept)
+
+    @app.get("/api/uploads/{name}")
+    def heard(name: str, start: float = 0.0, duration: float | None = None):
+        """An uploaded audio file as the walk hears it: its section's `duration`, `tempo`,
+        `beats` and `onsets` (seconds from `start`), and its percussive `envelope` (at most
+        2000 values from 0 to 1, `rate` per second), for the page's timeline."""
+        path = outputs / name
+        if not UPLOADED.match(name) or not path.is_file():
+            return JSONResponse({"error": "no such upload"}, status_code=404)
+        from latentwalk.audio import analyze
+
+        try:
+            analysis = analyze(path, start, duration)
+        except BadInput as e:
+            return JSONResponse({"error": str(e).replace(str(path), name)}, status_code=422)
+        envelope = np.asarray(analysis.envelope, dtype=np.float64)
+        pool = max(1, -(-len(envelope) // 2000))  # each value the loudest of its span: hits stay visible
+        padded = np.pad(envelope, (0, (-len(envelope)) % pool))
+        pooled = padded.reshape(-1, pool).max(axis=1) if len(padded) else padded
+        top = float(pooled.max()) if len(pooled) else 0.0
+        return {
+            "name": name, "start": start, "duration": round(analysis.duration, 4), "tempo": analysis.tempo,
+            "beats": [round(b, 4) for b in analysis.beats], "onsets": [round(o, 4) for o in analysis.onsets],
+            "rate": analysis.rate / pool, "envelope": [round(v / top, 4) if top > 0 else 0.0 for v in pooled],
+        }  # fmt: skip
 
     @app.post("/api/uploads", status_code=201)
     async def upload(request: Request, name: str):
@@ -196,8 +285,13 @@ def create_app(outputs: Path, host: str = "127.0.0.1", port: int = 7860, token: 
     return app
 
 
+def is_video(job: dict) -> bool:
+    return job["table"].get("command") != "generate"
+
+
 def public(job: dict) -> dict:
-    """A job as the API shows it."""
-    keys = ("id", "state", "frames_done", "frames_total", "outputs", "error", "command")
+    """A job as the API shows it. A smooth walk places its frames as it renders, so its frames
+    come out late: `renders_done` of at most `renders_most` show its progress before they do."""
+    keys = ("id", "state", "frames_done", "frames_total", "renders_done", "renders_most", "outputs", "error", "command")
     return {**{k: job[k] for k in keys}, "job": job["table"]}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,19 @@ EXTENSIONS = {"generate": (".png",), "seed-walk": (".mp4", ".webm", ".gif"), "pr
 REFUSED = ("frames_dir", "keep_frames", "ray", "workers", "shard", "json_out", "quiet", "allow_pickle", "model_config", "vae", "lora")
 
 
-def prepare(table: dict, outputs: Path, job_id: str) -> tuple[dict, list[str], list[str], list[str]]:
-    """(the table as stored, argv to run, the command to show, output names); BadInput if the
-    job is not one. A prompt walk's `prompts` text becomes its prompts file beside the outputs."""
+@dataclass
+class Prepared:
+    table: dict  # as stored (a prompt walk's text made its prompts file)
+    argv: list[str]  # to run, in the outputs folder
+    command: list[str]  # to show: the same, run from the outputs folder
+    outputs: list[str]  # names inside the outputs folder
+    plan: dict  # what it will make: plan_of()
+
+
+def prepare(table: dict, outputs: Path, job_id: str, keep: bool = True) -> Prepared:
+    """A submitted job checked as its command line checks it; BadInput if it is not one. A
+    prompt walk's `prompts` text becomes its prompts file beside the outputs (removed again
+    when the job is refused, or when only checked: `keep=False`)."""
     from latentwalk.batch import COMMANDS
 
     if not isinstance(table, dict):
@@ -71,31 +82,52 @@ def prepare(table: dict, outputs: Path, job_id: str) -> tuple[dict, list[str], l
         seeds = parse_seeds(str(table.get("seeds", "0")))
         if len(seeds) > 1:
             names = [f"{Path(output).stem}-{seed}.png" for seed in seeds]
+    written = outputs / f"{job_id}.prompts.txt" if table.get("prompts_file") == f"{job_id}.prompts.txt" else None
     try:
-        check(entry.argv, cli_commands())
+        job, warnings = check(entry.argv, cli_commands())
     except BadInput:
-        if command == "prompt-walk" and table.get("prompts_file") == f"{job_id}.prompts.txt":
-            (outputs / table["prompts_file"]).unlink(missing_ok=True)  # a refused job leaves nothing
+        if written is not None:
+            written.unlink(missing_ok=True)  # a refused job leaves nothing
         raise
-    return table, entry.argv, ["latentwalk", *shown.argv], names
+    if written is not None and not keep:
+        written.unlink(missing_ok=True)
+    return Prepared(table, entry.argv, ["latentwalk", *shown.argv], names, plan_of(job, warnings))
 
 
-def check(argv: list[str], commands: dict) -> None:
-    """Every check the command line makes, none of its work: its one line as BadInput."""
+def plan_of(job, warnings: list[str]) -> dict:
+    """What a checked job will make: its frames, and for a walk where each keyframe falls (in
+    seconds, as the walk places them: lengths, at= times, the music's beats)."""
+    if job is None:
+        return {"warnings": warnings}
+    fps = job.settings.fps
+    plan = {"command": job.command, "frames": job.frame_count, "fps": fps, "warnings": warnings}
+    if job.command != "generate":
+        anchors = np.concatenate([[0], np.cumsum(job.lengths)])
+        plan["keyframes"] = [round(float(a) / fps, 4) for a in anchors[: len(job.keyframes)]]
+        plan["seconds"] = round(job.frame_count / fps, 4)
+        if job.loop:
+            plan["loop_end"] = round(float(anchors[-1]) / fps, 4)
+    return plan
+
+
+def check(argv: list[str], commands: dict) -> tuple:
+    """Every check the command line makes, none of its work: the job it would render (None
+    where the command never reached one) and the warnings, or its one line as BadInput."""
     from latentwalk import cli, runner
 
-    cli.RESULT.error = None
+    cli.RESULT.error, cli.RESULT.silent, cli.RESULT.warnings = None, True, []  # back to the caller, not to the server's log
     runner.LOCAL.check_only = True
     try:
-        code = commands[argv[0]].main(args=argv[1:], prog_name="latentwalk", standalone_mode=False)
-    except runner.CheckedOnly:
-        return
+        code = commands[argv[0]].main(args=with_options(argv, "--quiet")[1:], prog_name="latentwalk", standalone_mode=False)
+    except runner.CheckedOnly as e:
+        return e.job, list(cli.RESULT.warnings)
     except Exception as e:  # noqa: BLE001 - the parser's own errors (typer's click exceptions)
         raise BadInput(e.format_message() if hasattr(e, "format_message") else str(e)) from None
     finally:
-        runner.LOCAL.check_only = False
+        runner.LOCAL.check_only = cli.RESULT.silent = False
     if code:
         raise BadInput(cli.RESULT.error or f"exit {code}")
+    return None, list(cli.RESULT.warnings)
 
 
 class Worker:
@@ -138,12 +170,16 @@ class Worker:
         latest = self.outputs / ".studio" / f"{job_id}.latest.png"
         shown = [0.0]
 
-        def tick() -> None:  # after every batch of renders: a cancel (or the server stopping) ends the run here
+        def stop_here() -> None:  # a cancel (or the server stopping) ends the run here
             if self.stopping or self.store.get(job_id)["state"] == "cancelled":
                 raise Cancelled()
 
+        def tick(done: int, most: int) -> None:  # after every batch of renders
+            stop_here()
+            self.store.update(job_id, renders_done=done, renders_most=most)
+
         def watch(done: int, total: int, image: np.ndarray) -> None:
-            tick()
+            stop_here()
             if time.monotonic() - shown[0] > 1.0 or done == total:  # the latest frame, once a second
                 shown[0] = time.monotonic()
                 _write_png(latest, image)  # before the progress that announces it

@@ -16,7 +16,10 @@ import uuid
 from pathlib import Path
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
-FIELDS = ("id", "state", "frames_done", "frames_total", "outputs", "error", "command", "table", "created", "updated", "version")
+FIELDS = ("id", "state", "frames_done", "frames_total", "outputs", "error", "command", "table", "created", "updated", "version",
+          "renders_done", "renders_most")  # fmt: skip
+# Columns added since the first studio, with their type: an older jobs.sqlite gets them on opening.
+ADDED = {"renders_done": "INTEGER DEFAULT 0", "renders_most": "INTEGER"}
 
 
 class Store:
@@ -30,6 +33,10 @@ class Store:
             "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, state TEXT, frames_done INTEGER, frames_total INTEGER,"
             " outputs TEXT, error TEXT, command TEXT, job TEXT, created REAL, updated REAL, version INTEGER)"
         )
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for column, kind in ADDED.items():  # in FIELDS' order, after the first ones
+            if column not in present:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
         with self._lock:  # a server that died mid-render: its job is queued again, to resume
             self._db.execute("UPDATE jobs SET state='queued', version=version+1 WHERE state='running'")
 
@@ -38,7 +45,7 @@ class Store:
         now = time.time()
         with self._lock:
             self._db.execute(
-                "INSERT INTO jobs VALUES (?, 'queued', 0, NULL, ?, NULL, ?, ?, ?, ?, 0)",
+                "INSERT INTO jobs VALUES (?, 'queued', 0, NULL, ?, NULL, ?, ?, ?, ?, 0, 0, NULL)",
                 (job_id, json.dumps(outputs), json.dumps(command), json.dumps(table), now, now),
             )
         return job_id
@@ -63,7 +70,8 @@ class Store:
         return self.get(row[0])
 
     def update(self, job_id: str, **fields) -> None:
-        """Set fields of a job (state, frames_done, frames_total, outputs, error); a cancelled
+        """Set fields of a job (state, frames_done, frames_total, renders_done, renders_most, outputs,
+        error); a cancelled
         job stays cancelled whatever its worker reports after."""
         values = {k: json.dumps(v) if k == "outputs" else v for k, v in fields.items()}
         sets = ", ".join(f"{k}=?" for k in values)
