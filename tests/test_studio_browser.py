@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from latentwalk.audio import click_track, write_wav
+
 pytest.importorskip("fastapi")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 REASON = "no browser: install Debian's chromium (apt-get install chromium) and the playwright package"
@@ -72,18 +74,34 @@ def test_compose_preview_render_reload_play_and_cancel_in_the_page(live, page, t
     rows.nth(4).locator(".remove").click()  # and remove one again: four
     for i in range(3):
         rows.nth(i).locator(".frames").fill("16")
+    page.wait_for_function("document.querySelector('#plan').textContent.startsWith('49 frames')", timeout=30_000)
     # Preview the first keyframe: a strip of four seeds; keep the second.
     rows.nth(0).locator(".preview").click()
     page.wait_for_selector("tr.keyframe >> nth=0 >> .candidates img >> nth=3", timeout=60_000)
     rows.nth(0).locator(".candidates img").nth(1).click()
     assert rows.nth(0).locator(".seed").input_value() == "2"
+    # Music: its envelope and beats on the timeline, with the keyframes; a click on the timeline
+    # puts the selected keyframe on the nearest beat, and the walk is placed by seconds.
+    song = tmp_path / "song.wav"
+    write_wav(song, click_track([0.5 * k for k in range(1, 9)], 4.5))
+    page.set_input_files("#audio-file", str(song))
+    page.wait_for_function("Number(document.querySelector('#timeline').dataset.beats) >= 7", timeout=60_000)
+    rows.nth(2).locator(".prompt").focus()
+    box = page.locator("#timeline").bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 2.07 / 4.5, box["y"] + box["height"] / 2)  # near the beat at 2 s
+    assert page.locator("#placing").input_value() == "seconds"
+    at = float(rows.nth(2).locator(".at").input_value())
+    assert abs(at - 2.0) < 0.05, at  # snapped to the beat
+    page.wait_for_function(f"JSON.parse(document.querySelector('#timeline').dataset.keyframes)[2] === {round(round(at * 12) / 12, 4)}", timeout=30_000)
+    keys = page.evaluate("JSON.parse(document.querySelector('#timeline').dataset.keyframes)")
+    assert keys[0] == 0 and keys[1] < keys[2] < keys[3] and abs(keys[3] - 4.5) < 0.1, keys  # the last ends the music
     page.screenshot(path=shots / "1-preview.png")
     # Render, and see the progress move.
     page.click("#render")
     page.wait_for_function("Number(document.querySelector('#current-progress').dataset.done || 0) > 0", timeout=60_000)
     page.screenshot(path=shots / "2-rendering.png")
     before = int(page.locator("#current-progress").get_attribute("data-done"))
-    assert page.locator("#current-state").get_attribute("data-state") == "running" and before < 49
+    assert page.locator("#current-state").get_attribute("data-state") == "running" and before < 54
     # A reload mid-render: the page finds the job again and follows it on.
     page.reload()
     page.wait_for_function(f"Number(document.querySelector('#current-progress').dataset.done || 0) > {before}", timeout=60_000)
@@ -93,8 +111,11 @@ def test_compose_preview_render_reload_play_and_cancel_in_the_page(live, page, t
     page.wait_for_function("document.querySelector('#current-state').dataset.state === 'done'", timeout=120_000)
     page.wait_for_function("document.querySelector('#current-video').readyState >= 1", timeout=30_000)
     video = page.evaluate("(() => { const v = document.querySelector('#current-video'); return [v.readyState, v.duration, v.videoWidth, v.videoHeight]; })()")
-    assert video[0] >= 1 and video[1] > 1.0 and video[2:] == [64, 64], video
-    page.screenshot(path=shots / "4-done.png")
+    assert video[0] >= 1 and abs(video[1] - 4.5) < 0.2 and video[2:] == [64, 64], video
+    # inspect's smoothness plot beside it, and how closely the change follows the music.
+    page.wait_for_function("document.querySelector('#smoothness-plot').naturalWidth > 0", timeout=60_000)
+    assert "follows the music: r = " in page.locator("#smoothness-figures").text_content()
+    page.screenshot(path=shots / "4-done.png", full_page=True)
     # Cancel a job from the list.
     job = page.evaluate("""fetch('/api/jobs', {method: 'POST', headers: {'Content-Type': 'application/json'},
         body: JSON.stringify({command: 'seed-walk', prompt: 'a large red circle on a blue background', seeds: '1,2',

@@ -56,7 +56,7 @@ function addKeyframe(prompt = "", seed = 1, frames = 12, at = "") {
   row.querySelector(".frames").value = frames;
   row.querySelector(".at").value = at;
   row.querySelector(".preview").onclick = () => preview(row);
-  row.querySelectorAll("input").forEach((input) => input.addEventListener("change", changed));
+  row.querySelectorAll("input").forEach((input) => input.addEventListener("input", changed));
   row.addEventListener("focusin", () => select(row));
   row.querySelector(".up").onclick = () => { if (row.previousElementSibling) row.parentNode.insertBefore(row, row.previousElementSibling); number(); };
   row.querySelector(".down").onclick = () => { if (row.nextElementSibling) row.parentNode.insertBefore(row.nextElementSibling, row); number(); };
@@ -470,7 +470,7 @@ async function load() {
     addKeyframe("a large red circle on a blue background", 1, 12);
     addKeyframe("a small yellow square on a gray background", 2, 12);
   }
-  for (const id of ["preset", "model", "steps", "on-beats"]) $(id).addEventListener("change", changed);
+  for (const id of ["preset", "model", "steps", "on-beats"]) $(id).addEventListener("input", changed);
   $("placing").addEventListener("change", number);
   for (const id of ["audio-start", "audio-duration"]) $(id).addEventListener("change", () => { listen(); changed(); });
   await listen();
