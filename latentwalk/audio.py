@@ -14,6 +14,8 @@ import hashlib
 import math
 import os
 import subprocess
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -94,8 +96,9 @@ def decode(path: Path, start: float = 0.0, duration: float | None = None, rate: 
 
 # Analyses made in this process, newest last: a studio checking a job as it is composed, or a
 # batch of jobs on one song, listens once. Keyed by the file's stamp, so an edited file is heard anew.
-_HEARD: dict[tuple, Analysis] = {}
+_HEARD: OrderedDict[tuple, Analysis] = OrderedDict()
 _HEARD_MOST = 4
+_HEARING = threading.Lock()  # the studio listens from its worker and its request threads
 
 
 def analyze(path: Path, start: float = 0.0, duration: float | None = None) -> Analysis:
@@ -105,13 +108,12 @@ def analyze(path: Path, start: float = 0.0, duration: float | None = None) -> An
     check_librosa()
     stat = os.stat(path)
     key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns, start, duration)
-    if key in _HEARD:
+    with _HEARING:  # one analysis at a time: a second asker of the same section waits for the first's
+        if key not in _HEARD:
+            _HEARD[key] = _analyze(path, start, duration)
+            while len(_HEARD) > _HEARD_MOST:
+                _HEARD.popitem(last=False)
         return replace(_HEARD[key], file=path)
-    analysis = _analyze(path, start, duration)
-    _HEARD[key] = analysis
-    while len(_HEARD) > _HEARD_MOST:
-        del _HEARD[next(iter(_HEARD))]
-    return analysis
 
 
 def _analyze(path: Path, start: float, duration: float | None) -> Analysis:

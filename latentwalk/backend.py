@@ -389,6 +389,19 @@ class Backend:
         sampler's fresh noise at step k is step_noise(k, shape) (see families/common.py)."""
         return self.family.denoise(noise, cond, steps, guidance, step_noise)
 
+    def rows(self, steps: int, guidance: float, shape: tuple[int, ...]):
+        """The sampling loop over rows at their own steps (families/common.py), for latents of
+        `shape` [C, h, w]."""
+        from latentwalk.families.common import Rows
+
+        return Rows(self.family, steps, guidance, shape)
+
+    def shares_steps(self) -> bool:
+        """Whether renders can start part-way with this sampler (sharing.py)."""
+        from latentwalk.families.common import shares_steps
+
+        return shares_steps(self.pipe.scheduler)
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents to 8-bit RGB frames [B, H, W, 3], still on the device."""
         return self.family.decode(latents)

@@ -82,6 +82,7 @@ Ease = Annotated[Optional[str], typer.Option("--ease", help="Easing within each 
 Crf = Annotated[Optional[int], typer.Option("--crf", help="Quality, lower is better: 0-51 for .mp4 (default 18), 0-63 for .webm (default 32).", show_default=False)]
 FramesDir = Annotated[Optional[Path], typer.Option("--frames-dir", help="Keep every frame as a PNG in this folder; an interrupted run resumes from it.", show_default=False)]
 KeepFrames = Annotated[bool, typer.Option("--keep-frames", help="Keep the work directory after success: the renders (for a later run of the walk to reuse) and the video's frames (its path is printed).")]
+Share = Annotated[bool, typer.Option("--share/--no-share", help="With --smooth: in-between frames start part-way from their rendered neighbours' latents (shared trajectories): about 0.55x the model calls, frames a few levels off the unshared ones, the motion sometimes less even (scripts/bench_share.py). Keyframes, and frames beside a discontinuity, start from their own noise.")]
 Smooth = Annotated[bool, typer.Option("--smooth/--no-smooth", help="Place frames where the picture changes evenly, or with the music (up to 25% more renders than frames, 50% with --audio); --no-smooth spaces them evenly in the walk parameter.")]
 Crossfade = Annotated[bool, typer.Option("--crossfade/--no-crossfade", help="Spread a discontinuity of the model (a jump no placement splits) over a few blended frames.")]
 Audio = Annotated[Optional[Path], typer.Option("--audio", help="Music for the video (wav, flac, mp3, ogg, m4a, ...): muxed in, and the change on screen follows its beats. Needs latentwalk[audio].", show_default=False)]
@@ -109,7 +110,7 @@ MODEL = {
 }  # fmt: skip
 WALK = {
     "output": (VideoOut, None), "frames": (Frames, None), "duration": (Duration, None), "fps": (Fps, None), "loop": (Loop, False),
-    "ease": (Ease, None), "smooth": (Smooth, True), "crossfade": (Crossfade, True), "audio": (Audio, None),
+    "ease": (Ease, None), "smooth": (Smooth, True), "share": (Share, False), "crossfade": (Crossfade, True), "audio": (Audio, None),
     "audio_start": (AudioStart, None), "audio_duration": (AudioDuration, None), "audio_react": (AudioReact, None),
     "on_beats": (OnBeats, None), "crf": (Crf, None), "frames_dir": (FramesDir, None), "keep_frames": (KeepFrames, False),
     "shard": (ShardOpt, None), "ray": (RayOpt, None), "workers": (Workers, None),
@@ -786,6 +787,7 @@ def walk(command: str, settings: Settings, engine: Engine, keyframes: list[Keyfr
     check_outputs(output, flags["overwrite"], flags["frames_dir"], music)
     job = walk_job(command, settings, engine, keyframes, loop, duration, frames, noise_interp, cond_interp,
                    flags["smooth"], flags["crossfade"], music, quiet, shard)  # fmt: skip
+    job.share = flags["share"] and job.smooth  # sharing follows the placement's rounds
     if farm is not None:
         from latentwalk import farm as ray_farm
         from latentwalk.job import render_id

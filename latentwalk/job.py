@@ -210,6 +210,11 @@ class Job:
     # One part of a walk split across machines (schedule.Shard as a dict: k, n, first, end, lo,
     # hi): it renders the frames [first, end) of the whole video, and its plan holds just those.
     shard: dict | None = None
+    # Shared trajectories (sharing.py): in-between renders of a smooth walk start part-way from
+    # their neighbours' latents. `starts` are what the render did, [a, b, t, step, lo, hi] per
+    # render of the pool, so a manifest's re-render starts each one the same way.
+    share: bool = False
+    starts: list[list] | None = None
 
     @property
     def frame_count(self) -> int:
@@ -263,6 +268,8 @@ class Job:
                 discontinuities=data.get("discontinuities"),
                 audio=data.get("audio"),
                 shard=data.get("shard"),
+                share=bool(data.get("share", False)),
+                starts=[[int(a), int(b), float(t), int(k), float(lo), float(hi)] for a, b, t, k, lo, hi in data["starts"]] if data.get("starts") else None,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise BadInput(f"not a latentwalk job ({type(e).__name__}: {e})") from None
@@ -359,11 +366,11 @@ class Options:
 # walk with other frame counts reuses them; device and dtype are in the identity, resolved
 # ("auto" is not a device); batch size is what a resumed run takes from the interrupted one.
 _NOT_PIXELS = ("fps", "crf", "frames", "ease", "batch_size", "device", "dtype")
-_NOT_RENDERS = ("plan", "lengths", "smooth", "crossfade", "chunks", "loop", "discontinuities", "audio")
+_NOT_RENDERS = ("plan", "lengths", "smooth", "crossfade", "chunks", "loop", "discontinuities", "audio", "starts")
 
 
 # Settings added after 0.1, left out of the key at their defaults: older interrupted renders resume.
-_LATER = {"family": None, "model_config": None, "long_prompts": False, "shard": None}
+_LATER = {"family": None, "model_config": None, "long_prompts": False, "shard": None, "share": False}
 
 
 def job_key(job: Job, identity: dict[str, Any]) -> str:
@@ -372,6 +379,12 @@ def job_key(job: Job, identity: dict[str, Any]) -> str:
     data = {k: v for k, v in job.to_dict().items() if k not in _NOT_RENDERS and not (k in _LATER and v == _LATER[k])}
     data["settings"] = {k: v for k, v in data["settings"].items() if k not in _NOT_PIXELS and not (k in _LATER and v == _LATER[k])}
     data["keyframes"] = [{k: v for k, v in kf.items() if k not in ("frames", "at")} for kf in data["keyframes"]]
+    if job.share and job.smooth:
+        # A shared render starts from its neighbours, which the placement chose: what decides
+        # the placement decides its pixels too (the frames, the easing, the music, the fades).
+        audio = {k: v for k, v in (job.audio or {}).items() if k != "file"}
+        data["placed"] = {"lengths": job.lengths, "loop": job.loop, "crossfade": job.crossfade, "audio": audio,
+                          "ease": job.settings.ease, "frames": job.settings.frames}  # fmt: skip
     text = json.dumps({"job": data, "identity": identity}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 

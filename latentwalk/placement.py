@@ -307,6 +307,12 @@ class SegmentPlacer:
         k = bisect.bisect_left(self._cuts, share, 1, self.n) - 1
         return self.profile[min(max(k, 0), self.n - 1)]
 
+    def suspect(self, lo: float, hi: float) -> bool:
+        """Whether the gap between two renders is a suspected discontinuity: it did not split
+        when halved, or it is flagged as a jump. (A render in it starts from its own noise: a
+        mix of both sides would be a double exposure.)"""
+        return (lo, hi) in self.flagged or bool(self._stuck.get((lo, hi)))
+
     def _inside(self, gap: tuple[float, float], count: int) -> list[float]:
         lo, hi = gap
         points = {quantize(lo + (hi - lo) * j / (count + 1)) for j in range(1, count + 1)}

@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+from latentwalk import sharing
 from latentwalk.backend import Backend
 from latentwalk.interp import INTERPOLATIONS, seed_noise, step_seed
 from latentwalk.placement import EXTRA_RENDERS, ROUND
@@ -59,12 +60,21 @@ class RenderSpec:
     chunks: list[list[Pos]] | None = None
     only: set[int] | None = None  # stills: render just the batches holding these frames
     shard: Shard | None = None  # a placed walk's part: just its segments (and their keyframes)
+    # Shared trajectories (sharing.py): in-between renders of a placed walk start part-way from
+    # their neighbours' latents. `starts` are a manifest's, (step, lo t, hi t) by position: a
+    # re-render starts each render as recorded.
+    share: bool = False
+    starts: dict[Pos, tuple[int, float, float]] | None = None
     # Filled in while rendering: every frame's position, the batches rendered, discontinuities.
     frames: list[Frame] = field(default_factory=list)
     rendered: list[list[Pos]] = field(default_factory=list)
     jumps: list[dict] = field(default_factory=list)
     renders: int = 0  # distinct renders the frames came from, made now or found in the store
     resumed: int = 0  # of those, found in the store (an earlier run's)
+    shared: dict[Pos, tuple[int, float, float]] = field(default_factory=dict)  # the pool's renders: their starts
+    model_calls: int = 0  # denoising steps summed over the renders made now (B rows in one call count B)
+    model_calls_unshared: int = 0  # what the same renders cost from their own noise
+    batches: int = 0  # model calls as made: rows side by side count once
     on_render: Callable[[int], None] = lambda count: None  # progress, per render
 
 
@@ -84,6 +94,12 @@ class MemoryStore:
     def save(self, pos: Pos, image: np.ndarray) -> None:
         if pos[2] == 0.0:
             self._images[pos] = image
+
+    def load_latents(self, pos: Pos) -> dict[int, torch.Tensor] | None:
+        return None  # the renderer holds a segment's while it is placed
+
+    def save_latents(self, pos: Pos, kept: dict[int, torch.Tensor]) -> None:
+        pass
 
 
 def motion_features(image: np.ndarray, side: int = 128) -> np.ndarray:
@@ -118,6 +134,14 @@ class Renderer:
         self.recorded = {p: chunk for chunk in (spec.chunks or []) for p in chunk}
         self.cache: dict[Pos, np.ndarray] = {}  # renders held for frames still to come
         self.done: set[Pos] = set()  # every render this walk used, made now or found
+        self.rows = backend.rows(spec.steps, spec.guidance, tuple(self.noises.shape[1:]))
+        self.steps = len(self.rows.scheduler.timesteps)  # model calls of a render from noise
+        # Sharing: each render keeps its latents at the steps later renders may start at.
+        self.sharing = (spec.share or bool(spec.starts)) and backend.shares_steps() and self.steps >= 4
+        self.keep = set(sharing.starts(self.steps)[1:]) if self.sharing else set()
+        self.kept: dict[Pos, dict[int, torch.Tensor]] = {}
+        self.pending: list[tuple[Pos, tuple[Pos, float], tuple[Pos, float], int]] = []
+        self.active: list = []  # common.Trajectory rows in the pool, each at its own step
 
     def batches(self, positions: list[Pos]) -> list[list[Pos]]:
         """The batches that make these positions: of the batch size, in order, or the batches
@@ -139,6 +163,10 @@ class Renderer:
 
     def render_batch(self, chunk: list[Pos]) -> None:
         """One batch: found whole in the store, or rendered whole."""
+        if self.spec.starts and all(p in self.spec.starts for p in chunk):
+            for p in chunk:
+                self.render_recorded(p)
+            return
         timings = self.spec.timings
         started = time.perf_counter()
         self.spec.rendered.append(chunk)
@@ -155,32 +183,152 @@ class Renderer:
         # bits between batch sizes, but not between batch-mates at one size (measured), so no
         # render depends on how the placement happened to group it: a shard's renders are the
         # whole render's. (Keyframes keep generate's batches, which every run makes alike.)
-        rows = list(chunk)
-        if all(p[2] != 0.0 for p in chunk):
-            rows += [chunk[-1]] * (self.spec.batch_size - len(chunk))
-        a = torch.tensor([p[0] for p in rows], device=self.noises.device)
-        b = torch.tensor([p[1] for p in rows], device=self.noises.device)
-        t = torch.tensor([p[2] for p in rows], dtype=torch.float32, device=self.noises.device)
-        noise = self.mix_noise(self.noises[a], self.noises[b], t)
-        cond = {name: value[a] if name in self.backend.constant else self.mix_cond(value[a], value[b], t) for name, value in self.conds.items()}
-        latents = self.backend.denoise(noise, cond, self.spec.steps, self.spec.guidance, self.step_noise(rows))
+        size = self.spec.batch_size if all(p[2] != 0.0 for p in chunk) else len(chunk)
+        noise, cond = self.inputs(chunk)
+        rows = [self.rows.trajectory(p, {k: v[i : i + 1] for k, v in cond.items()}, self.step_noise([p]), noise=noise[i : i + 1], keep=self.keep)
+                for i, p in enumerate(chunk)]  # fmt: skip
+        latents = self.rows.run(rows, size)
         self.backend.sync()
+        self._count(len(chunk) * self.steps, len(chunk) * self.steps)
         denoised = time.perf_counter()
         timings["denoise"] += denoised - started
         images = self.backend.decode(latents).cpu().numpy()  # the one copy to the host
         timings["decode"] += time.perf_counter() - denoised
         saved = time.perf_counter()
-        for p, image in zip(chunk, images):
+        for p, image, row in zip(chunk, images, rows):
             if p in self.cache:
                 continue
             if found.get(p) is not None:
                 # What the store holds wins: a resume finds that one, so decisions must use it.
                 self.cache[p] = found[p]
                 continue
+            self._keep(p, row.kept)
             self.store.save(p, image)
             self.cache[p] = image
         timings["save"] += time.perf_counter() - saved
         self._made(new)
+
+    def inputs(self, chunk: list[Pos]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The rows' initial noise and conditioning, each mixed between its keyframes."""
+        a = torch.tensor([p[0] for p in chunk], device=self.noises.device)
+        b = torch.tensor([p[1] for p in chunk], device=self.noises.device)
+        t = torch.tensor([p[2] for p in chunk], dtype=torch.float32, device=self.noises.device)
+        noise = self.mix_noise(self.noises[a], self.noises[b], t)
+        cond = {name: value[a] if name in self.backend.constant else self.mix_cond(value[a], value[b], t) for name, value in self.conds.items()}
+        return noise, cond
+
+    def _count(self, row_steps: int, unshared: int) -> None:
+        self.spec.batches = self.rows.calls
+        self.spec.model_calls += row_steps
+        self.spec.model_calls_unshared += unshared
+
+    def _keep(self, pos: Pos, kept: dict[int, torch.Tensor]) -> None:
+        """A render's latents at the steps later renders may start at: held, and stored before
+        its picture (the picture is what says a render is made, so a resume finds both)."""
+        if self.sharing:
+            self.kept[pos] = kept
+            self.store.save_latents(pos, kept)
+
+    def latents_at(self, pos: Pos, step: int) -> torch.Tensor | None:
+        """A render's latents at `step`, if it kept them (held, stored by an earlier run, or
+        passed already by a render still in the pool)."""
+        for row in self.active:
+            if row.key == pos:
+                return row.kept.get(step)
+        if any(entry[0] == pos for entry in self.pending):
+            return None
+        if pos not in self.kept:
+            stored = self.store.load_latents(pos) if hasattr(self.store, "load_latents") else None
+            if stored is None:
+                return None
+            self.kept[pos] = {k: v.to(self.noises.device) for k, v in stored.items()}
+        return self.kept[pos].get(step)
+
+    # ---- Shared trajectories: a pool of renders, each at its own step ---------------------------
+
+    def share(self, pos: Pos, lo: tuple[Pos, float], hi: tuple[Pos, float], step: int) -> bool:
+        """Queue an in-between render between two renders `lo` and `hi` (position, t) of its
+        segment, to start at `step` from their latents (0: its own noise) once both have passed
+        that step. True if it is made already (found in the store)."""
+        if pos in self.done:
+            return True
+        image = self.store.load(pos)
+        if image is not None:
+            self.cache[pos] = image
+            self.spec.resumed += 1
+            self._made([pos])
+            return True
+        if not any(entry[0] == pos for entry in self.pending) and not any(row.key == pos for row in self.active):
+            self.pending.append((pos, lo, hi, step))
+        return False
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.pending or self.active)
+
+    def advance(self) -> list[Pos]:
+        """One model call over the pool: up to a batch of renders, each at its own step, topped
+        up from the queue in order with the renders whose start is known. The renders it
+        finished are decoded (one at a time: a row's pixels never depend on a batch) and kept."""
+        timings, batch = self.spec.timings, self.spec.batch_size
+        started = time.perf_counter()
+        waiting = []
+        for entry in self.pending:
+            pos, lo, hi, step = entry
+            if len(self.active) >= batch or not self.can_start(lo[0], hi[0], step):
+                waiting.append(entry)
+                continue
+            self.active.append(self._start(pos, lo, hi, step))
+        self.pending = waiting
+        if not self.active:
+            return []
+        self.rows.call(self.active, batch)
+        self.backend.sync()
+        self._count(len(self.active), 0)
+        finished = [row for row in self.active if row.done]
+        self.active = [row for row in self.active if not row.done]
+        denoised = time.perf_counter()
+        timings["denoise"] += denoised - started
+        for row in finished:
+            image = self.backend.decode(self.rows.family.finish(row.latents)).cpu().numpy()[0]
+            self._keep(row.key, row.kept)
+            self.store.save(row.key, image)
+            self.cache[row.key] = image
+            self.spec.rendered.append([row.key])
+        timings["decode"] += time.perf_counter() - denoised
+        made = [row.key for row in finished]
+        if made:
+            self._count(0, len(made) * self.steps)
+            self._made(made)
+        return made
+
+    def _start(self, pos: Pos, lo: tuple[Pos, float], hi: tuple[Pos, float], step: int):
+        """A pool row: from its own noise (step 0), or from the spherical mix of its neighbours'
+        latents at `step`, under its own conditioning and step noise either way."""
+        noise, cond = self.inputs([pos])
+        self.spec.shared[pos] = (step, lo[1], hi[1])
+        if step == 0:
+            return self.rows.trajectory(pos, cond, self.step_noise([pos]), noise=noise, keep=self.keep)
+        u = torch.tensor([(pos[2] - lo[1]) / (hi[1] - lo[1])], dtype=torch.float32, device=self.noises.device)
+        x, y = self.latents_at(lo[0], step), self.latents_at(hi[0], step)
+        latents = INTERPOLATIONS["slerp"](x.float(), y.float(), u).to(x.dtype)
+        return self.rows.trajectory(pos, cond, self.step_noise([pos]), latents=latents, step=step, keep=self.keep)
+
+    def can_start(self, lo: Pos, hi: Pos, step: int) -> bool:
+        return step == 0 or (self.latents_at(lo, step) is not None and self.latents_at(hi, step) is not None)
+
+    def render_recorded(self, pos: Pos) -> None:
+        """A manifest's pool render, started as recorded: its neighbours first."""
+        step, lo_t, hi_t = self.spec.starts[pos]
+        a, b, _ = pos
+        lo, hi = position(a, b, lo_t), position(a, b, hi_t)
+        for neighbour in (lo, hi):
+            if neighbour not in self.done:
+                self.ensure([neighbour])
+        if self.share(pos, (lo, lo_t), (hi, hi_t), step):
+            return
+        while pos not in self.done:
+            self.advance()
 
     def step_noise(self, chunk: list[Pos]):
         """A stochastic sampler's fresh noise at each step, row by row: each keyframe's own
@@ -356,6 +504,44 @@ class _Segment:
         self.settled = not positions
         return positions
 
+    def share(self, positions: list[Pos], steps: int) -> list[Pos]:
+        """Queue a round's positions as shared renders; those already made come back.
+
+        Each starts between its nearest neighbours among the renders made and the round's
+        coarser positions (latentblending's bisection order: t = 1/2 before 1/4 and 3/4), at the
+        step sharing.start_step gives for the change between the neighbours' pictures: measured,
+        or for a neighbour of this round not made yet, its share of the measured gap it splits.
+        So every start is known now and a render waits only for its neighbours to pass its start
+        step, not to finish: the round's renders run side by side. In a suspected discontinuity,
+        and where a neighbour starts later than the render would, it starts from its own noise."""
+        made = sorted(self.features)
+        found, planned = [], {}
+        # A frame's share of the segment's change, as far as the renders so far tell.
+        whole = max(feature_distance(self.features[0.0], self.features[1.0]),
+                    sum(feature_distance(self.features[x], self.features[y]) for x, y in zip(made, made[1:])))  # fmt: skip
+        per_frame = max(whole / self.n, 1e-6)
+        for pos in sorted(positions, key=lambda p: (dyadic_depth(p[2]), p[2])):
+            t = pos[2]
+            coarser = [q[2] for q in positions if dyadic_depth(q[2]) < dyadic_depth(t)]
+            around = sorted(set(made) | set(coarser))
+            lo, hi = max(x for x in around if x < t), min(x for x in around if x > t)
+            outer_lo, outer_hi = max(x for x in made if x < t), min(x for x in made if x > t)
+            if lo in self.features and hi in self.features:
+                change = feature_distance(self.features[lo], self.features[hi])
+            else:
+                whole = feature_distance(self.features[outer_lo], self.features[outer_hi])
+                change = whole * (hi - lo) / (outer_hi - outer_lo)
+            step = sharing.start_step(change / per_frame, steps, jump=self.placer.suspect(outer_lo, outer_hi))
+            ends = (position(self.a, self.b, lo), lo), (position(self.a, self.b, hi), hi)
+            if step and any(planned.get(x, 0) > step for x in (lo, hi)):
+                step = 0  # a neighbour of this round starts later: it never holds this step's latents
+            if step and any(x in self.features and self.renderer.latents_at(end, step) is None for (end, x) in ends):
+                step = 0  # a neighbour made from later on (or by a run that kept nothing)
+            planned[t] = step
+            if self.renderer.share(pos, *ends, step):
+                found.append(pos)
+        return found
+
     def rendered(self, chunk: list[Pos]) -> None:
         mine = [p for p in chunk if p in self.waiting]
         self.measure([p[2] for p in mine])
@@ -377,6 +563,15 @@ class _Segment:
                 "crossfade_frames": sum(1 for f in frames if f.t2 == jump.hi),
             })  # fmt: skip
         return frames
+
+
+def dyadic_depth(t: float) -> int:
+    """How fine a position is on the dyadic lattice: 1 for 1/2, 2 for 1/4 and 3/4, ..."""
+    depth = 0
+    while t != math.floor(t) and depth < 64:
+        t *= 2
+        depth += 1
+    return depth
 
 
 def _placed(renderer: Renderer, spec: RenderSpec) -> Iterator[tuple[Frame, np.ndarray]]:
@@ -403,21 +598,37 @@ def _placed(renderer: Renderer, spec: RenderSpec) -> Iterator[tuple[Frame, np.nd
         while opened < hi and len(open_) < MOST_OPEN and sum(not s.settled for s in open_.values()) < window:
             open_[opened] = _Segment(renderer, spec, opened, spec.lengths[opened], starts[opened])
             opened += 1
+        found: list[Pos] = []
         for a in sorted(open_):
             segment = open_[a]
             if not segment.waiting and not segment.settled:
-                queue += segment.ask()
+                asked = segment.ask()
+                if renderer.sharing:
+                    found += segment.share(asked, renderer.steps)
+                else:
+                    queue += asked
+        if found:  # shared renders an earlier run made
+            for segment in open_.values():
+                segment.rendered(found)
+            continue
         if open_[emitted].settled:
             segment = open_.pop(emitted)
             yield from _emit(renderer, segment, segment.frames(spec, total), spec)
             for t in segment.features:  # the renders no frame took, too
                 if t not in (0.0, 1.0):
                     renderer.cache.pop(position(segment.a, segment.b, t), None)
+                    renderer.kept.pop(position(segment.a, segment.b, t), None)
             emitted += 1
             continue
-        chunk, queue = queue[: spec.batch_size], queue[spec.batch_size :]
-        assert chunk, "an unsettled segment always waits on a queued position"
-        renderer.render_batch(chunk)
+        if renderer.sharing:
+            # One model call over the pool; what it finished is measured at once, so the renders
+            # that wait on it can start at the next call.
+            assert renderer.busy, "an unsettled segment always waits on a queued render"
+            chunk = renderer.advance()
+        else:
+            chunk, queue = queue[: spec.batch_size], queue[spec.batch_size :]
+            assert chunk, "an unsettled segment always waits on a queued position"
+            renderer.render_batch(chunk)
         for segment in open_.values():
             segment.rendered(chunk)
     if not spec.loop and hi == len(spec.lengths):

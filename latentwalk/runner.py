@@ -178,7 +178,8 @@ def _render(job, sink, options, store: FrameStore, timings, warn, texts, device,
     spec = RenderSpec(job.keyframes, job.plan, width, height, settings.steps, settings.guidance, batch,
                       job.noise_interp, job.cond_interp, timings, lengths=job.lengths, loop=job.loop,
                       ease=settings.ease, profile=profile, extra=extra, crossfade=job.crossfade, chunks=job.chunks, only=only,
-                      shard=None if job.shard is None else Shard(**job.shard))  # fmt: skip
+                      shard=None if job.shard is None else Shard(**job.shard), share=job.share,
+                      starts=None if job.starts is None else {(a, b, t): (k, lo, hi) for a, b, t, k, lo, hi in job.starts})  # fmt: skip
     if job.chunks is not None:
         most = sum(len(c) for c in job.chunks)
     elif placed:
@@ -215,7 +216,10 @@ def _render(job, sink, options, store: FrameStore, timings, warn, texts, device,
                 job.discontinuities = spec.jumps
             job.plan = job.plan if job.plan is not None else spec.frames
             job.chunks = job.chunks if job.chunks is not None else spec.rendered
+            if job.starts is None and spec.shared:
+                job.starts = [[*pos, *start] for pos, start in spec.shared.items()]
             facts.update(_facts(job, spec, motion))
+            facts.update(model_calls=spec.model_calls, model_calls_unshared=spec.model_calls_unshared, shared=job.share)
         if store.frames:
             store.trim_frames(job.first_frame + job.frame_count)
         sink.finish()
@@ -224,6 +228,9 @@ def _render(job, sink, options, store: FrameStore, timings, warn, texts, device,
         raise
     summary = {
         "command": job.command, "frames": job.frame_count, "renders": spec.renders, "resumed": spec.resumed,
+        # Denoising steps summed over the renders made now (B rows in one call count B), and what
+        # the same renders would have cost from their own noise: the saving of --share.
+        "model_calls": spec.model_calls, "model_calls_unshared": spec.model_calls_unshared, "batches": spec.batches,
         "width": width, "height": height, "model": settings.model, "batch_size": batch, "work_dir": str(store.folder),
     }  # fmt: skip
     summary.update(facts)

@@ -159,11 +159,28 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
     return (a & b).sum() / (a | b).sum()
 
 
+def subjects(image: np.ndarray, least: int = 20) -> int:
+    """How many shapes stand out from the background (as classify finds them: pixels far from
+    the border's colour, 4-connected regions of at least `least` pixels). A scene has one; a
+    double exposure, the mix of two pictures with the shape in two places, has two."""
+    pixels = image.astype(np.float32)
+    border = np.concatenate([pixels[:2].reshape(-1, 3), pixels[-2:].reshape(-1, 3), pixels[:, :2].reshape(-1, 3), pixels[:, -2:].reshape(-1, 3)])
+    mask = np.linalg.norm(pixels - np.median(border, axis=0), axis=2) > 60
+    return sum(1 for size in _blobs(mask)[1] if size >= least)
+
+
 def _largest_blob(mask: np.ndarray) -> np.ndarray:
     """The largest 4-connected region of a boolean mask (stray pixels of a generated image
     must not stretch the bounding box)."""
+    labels, sizes = _blobs(mask)
+    return labels == (1 + int(np.argmax(sizes))) if sizes else labels > 0
+
+
+def _blobs(mask: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """The 4-connected regions of a boolean mask: labels (1, 2, ...) and their sizes."""
     labels = np.zeros(mask.shape, np.int32)
-    best, best_size, current = 0, 0, 0
+    sizes: list[int] = []
+    current = 0
     for start in zip(*np.nonzero(mask)):
         if labels[start]:
             continue
@@ -177,9 +194,8 @@ def _largest_blob(mask: np.ndarray) -> np.ndarray:
                 if 0 <= ny < mask.shape[0] and 0 <= nx < mask.shape[1] and mask[ny, nx] and not labels[ny, nx]:
                     labels[ny, nx] = current
                     stack.append((ny, nx))
-        if count > best_size:
-            best, best_size = current, count
-    return labels == best
+        sizes.append(count)
+    return labels, sizes
 
 
 def score(pairs: list[tuple[Scene, np.ndarray]]) -> dict[str, float]:

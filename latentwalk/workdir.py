@@ -250,6 +250,23 @@ class FrameStore:
         _write_png(path, image, None)
         self.present.add(pos)
 
+    # A render's latents at the steps shared renders may start from (render.Renderer), beside
+    # its picture and written before it: a picture in the store means both are there.
+    def save_latents(self, pos, kept: dict) -> None:
+        from safetensors.torch import save
+
+        path = self.path(pos).with_suffix(".latents")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_whole(path, save({str(step): value.detach().contiguous().cpu() for step, value in kept.items()}))
+
+    def load_latents(self, pos) -> dict | None:
+        from safetensors.torch import load
+
+        try:
+            return {int(step): value for step, value in load(self.path(pos).with_suffix(".latents").read_bytes()).items()}
+        except Exception:  # noqa: BLE001 - missing or damaged: the renders after it start from their own noise
+            return None
+
     def save_frame(self, index: int, image: np.ndarray, text: dict[str, str] | None = None) -> None:
         """The video's frame `index`, in a --frames-dir."""
         _write_png(self.folder / frame_name(index), image, text)
@@ -291,6 +308,22 @@ def _write_png(path: Path, image: np.ndarray, text: dict[str, str] | None) -> No
     except OSError as e:  # disk full, file size limit: say which, not where in PIL
         Path(tmp).unlink(missing_ok=True)
         raise LatentwalkError(f"cannot write frame {str(path)!r}: {e.strerror or e}") from e
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """A file written whole (a temporary file, then a rename), without atomic_write's fsync:
+    one per render would cost more than the render on a slow disk."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise LatentwalkError(f"cannot write {str(path)!r}: {e.strerror or e}") from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

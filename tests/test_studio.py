@@ -87,6 +87,9 @@ def test_a_walk_submitted_renders_and_its_command_makes_the_same_frames(studio, 
         ({"model": "/etc/secrets"}, "model must be a hub id or a builtin model, not a path"),
         ({"frames_dir": "/tmp"}, "frames_dir is not available through the server"),
         ({"audio": "../../song.mp3"}, "audio must be the name of an uploaded file"),
+        ({"audio": "song.wav"}, "audio must be the name of an uploaded file"),
+        ({"audio": 2024}, "audio must be a string, got 2024"),  # else a path relative to the server
+        ({"prompts_file": 7}, "prompts_file must be a string"),
         ({"command": "render"}, "command must be one of generate, seed-walk, prompt-walk"),
     ],
 )
@@ -243,7 +246,13 @@ def test_a_composed_walk_is_checked_and_planned_without_being_queued(tmp_path):
         assert beats["keyframes"][1:] == [round(round(b * 12) / 12, 4) for b in heard["beats"][2:5:2]]
         for wrong in ("song.wav", "upload-0123456789ab.wav", "..%2Fsong.wav", "jobs.sqlite"):
             assert client.get(f"/api/uploads/{wrong}").status_code == 404
-        assert client.get(f"/api/uploads/{name}?start=9").status_code == 422
+        for query in ("start=9", "start=nan", "start=-2", "duration=0", "duration=inf", "duration=-1"):
+            answer = client.get(f"/api/uploads/{name}?{query}")
+            assert answer.status_code == 422 and "\n" not in answer.json()["error"], (query, answer.text)
+        # A refused walk leaves no prompts file, whichever check refuses it.
+        for wrong in ({"output": "../x.mp4"}, {"steps": "many"}, {"ease": "bounce"}):
+            assert client.post("/api/check", json={**story, "prompts": lines, **wrong}).status_code == 422
+            assert client.post("/api/jobs", json={**story, "prompts": lines, **wrong}).status_code == 422
         # Nothing was queued or left behind.
         assert client.get("/api/jobs").json() == []
         assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".studio", name]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import sys
 from contextlib import contextmanager
@@ -54,3 +55,84 @@ def noise_from(scheduler, step_noise: StepNoise | None, step: int) -> Iterator[N
         yield
     finally:
         module.randn_tensor = original
+
+
+# ---- Rows at their own steps ---------------------------------------------------------------------
+# A family gives the model call (`predict`, one row per frame, each at its own timestep) and the
+# sampler's space (`begin`, `start`, `finish`); the loop is here, shared by every family. Each
+# row is a trajectory with its own scheduler state, so rows at different steps share one model
+# call: a render that starts late from its neighbours' latents (sharing.py) fills the call that
+# a keyframe's early steps leave free. A row's result depends only on its own inputs and the
+# call's row count, never on its batch-mates, which is what keeps resumes and shards exact.
+
+
+class Trajectory:
+    """One frame's sampling: its latents in the sampler's space at `step` (an index into the
+    scheduler's timesteps), its conditioning rows, its fresh noise, and the latents it keeps
+    (at the steps in `keep`) for renders that will start from it."""
+
+    def __init__(self, key, latents: torch.Tensor, step: int, scheduler, cond: dict[str, torch.Tensor],
+                 step_noise: StepNoise | None, keep=()):  # fmt: skip
+        self.key, self.latents, self.step, self.scheduler = key, latents, step, scheduler
+        self.cond, self.step_noise, self.keep = cond, step_noise, set(keep)
+        self.kept: dict[int, torch.Tensor] = {}
+        self.options = step_options(scheduler, step_noise)
+
+    @property
+    def done(self) -> bool:
+        return self.step >= len(self.scheduler.timesteps)
+
+
+def shares_steps(scheduler) -> bool:
+    """Whether a render can start this scheduler part-way: one model call per step (not Heun's
+    two), and a step that starts cleanly from any index (a begin index, or no state at all)."""
+    stateless = type(scheduler).__name__ in ("DDIMScheduler", "DDPMScheduler")
+    return getattr(scheduler, "order", 1) == 1 and (hasattr(scheduler, "set_begin_index") or stateless)
+
+
+class Rows:
+    """The sampling loop over trajectories: `call(rows, size)` advances each row one step in
+    one model call of `size` rows (topped up with copies of the last)."""
+
+    def __init__(self, family, steps: int, guidance: float, shape: tuple[int, ...]):
+        self.family, self.guidance = family, guidance
+        self.scheduler = family.begin(steps, shape)
+        self.calls = 0  # model calls made
+        self.row_steps = 0  # rows advanced (each row's model call; guidance's doubled batch counts once)
+
+    def trajectory(self, key, cond: dict[str, torch.Tensor], step_noise: StepNoise | None, noise: torch.Tensor | None = None,
+                   latents: torch.Tensor | None = None, step: int = 0, keep=()) -> Trajectory:  # fmt: skip
+        """A row from its initial noise (step 0), or from latents at `step` (a shared start)."""
+        scheduler = copy.deepcopy(self.scheduler)
+        if step == 0:
+            latents = self.family.start(noise)
+        elif hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(step)
+        return Trajectory(key, latents, step, scheduler, cond, step_noise, keep)
+
+    @torch.inference_mode()
+    def call(self, rows: list[Trajectory], size: int | None = None) -> None:
+        size = max(size or len(rows), len(rows))
+        for row in rows:
+            if row.step in row.keep:
+                row.kept[row.step] = row.latents.clone()
+        timesteps = [row.scheduler.timesteps[row.step] for row in rows]
+        inputs = [row.scheduler.scale_model_input(row.latents, t) if self.family.scales_input else row.latents for row, t in zip(rows, timesteps)]
+        pad = size - len(rows)
+        latents = torch.cat(inputs + inputs[-1:] * pad)
+        t = torch.stack(timesteps + timesteps[-1:] * pad)
+        cond = {name: torch.cat([row.cond[name] for row in rows] + [rows[-1].cond[name]] * pad) for name in rows[0].cond}
+        out = self.family.predict(latents, t, cond, self.guidance)
+        for i, (row, step_t) in enumerate(zip(rows, timesteps)):
+            with noise_from(row.scheduler, row.step_noise, row.step):
+                row.latents = row.scheduler.step(out[i : i + 1], step_t, row.latents, **row.options, return_dict=False)[0]
+            row.step += 1
+        self.calls += 1
+        self.row_steps += len(rows)
+
+    def run(self, rows: list[Trajectory], size: int | None = None) -> torch.Tensor:
+        """Rows that all start at one step, to the end together: the finished latents, in
+        the family's space for decoding."""
+        while not rows[0].done:
+            self.call(rows, size)
+        return self.family.finish(torch.cat([row.latents for row in rows]))

@@ -13,7 +13,6 @@ import torch
 from diffusers import FluxPipeline
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
-from latentwalk.families.common import StepNoise, noise_from, step_options
 from latentwalk.families.sd3 import StableDiffusion3
 
 
@@ -46,19 +45,17 @@ class Flux(StableDiffusion3):
         embeds, pooled, _ = self.pipe.encode_prompt(text, None, device=self.device, num_images_per_prompt=1)
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
-    @torch.inference_mode()
-    def denoise(self, noise: torch.Tensor, cond: dict[str, torch.Tensor], steps: int, guidance: float,
-                step_noise: StepNoise | None = None) -> torch.Tensor:  # fmt: skip
-        """As FluxPipeline.__call__ does for prompt embeddings and latents given; the latents
-        come back unpacked, [B, C, h, w], for SD 3's decode."""
+    def begin(self, steps: int, shape: tuple[int, ...]):
+        """As FluxPipeline.__call__ sets its timesteps: linear sigmas, shifted by the image's
+        size where the scheduler says so. Latents are packed ([B, tokens, C*4]) while sampling
+        and come back unpacked, [B, C, h, w], for SD 3's decode."""
         pipe, scheduler = self.pipe, self.pipe.scheduler
-        batch, channels, h, w = noise.shape
-        latents = pipe._pack_latents(noise.to(self.device, self.dtype), batch, channels, h, w)
-        image_ids = pipe._prepare_latent_image_ids(batch, h // 2, w // 2, self.device, self.dtype)
-        # Timesteps: linear sigmas, shifted by the image's size where the scheduler says so.
+        _, h, w = shape
+        self.unpacked = (h, w)
+        self.image_ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, self.device, self.dtype)
         sigmas = np.linspace(1.0, 1 / steps, steps)
         config = scheduler.config
-        mu = calculate_shift(latents.shape[1], config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
+        mu = calculate_shift((h // 2) * (w // 2), config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
                              config.get("base_shift", 0.5), config.get("max_shift", 1.15))  # fmt: skip
         accepts = inspect.signature(scheduler.set_timesteps).parameters
         options = {"sigmas": sigmas} if "sigmas" in accepts else {"num_inference_steps": steps}  # flow-heun: its own
@@ -66,18 +63,26 @@ class Flux(StableDiffusion3):
             options["mu"] = mu
         scheduler.set_timesteps(device=self.device, **options)
         scheduler.set_begin_index(0)
+        return scheduler
+
+    def start(self, noise: torch.Tensor) -> torch.Tensor:
+        batch, channels, h, w = noise.shape
+        return self.pipe._pack_latents(noise.to(self.device, self.dtype), batch, channels, h, w)
+
+    def finish(self, latents: torch.Tensor) -> torch.Tensor:
+        h, w = self.unpacked
+        factor = self.pipe.vae_scale_factor
+        return self.pipe._unpack_latents(latents, h * factor, w * factor, factor)
+
+    def predict(self, latents: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor], guidance: float) -> torch.Tensor:
+        """As FluxPipeline.__call__'s model call, each row at its own timestep; dev embeds the
+        guidance, a second pass is never made."""
+        pipe = self.pipe
         text = cond["prompt_embeds"].to(self.device, self.dtype)
         pooled = cond["pooled_prompt_embeds"].to(self.device, self.dtype)
         text_ids = torch.zeros(text.shape[1], 3, device=self.device, dtype=self.dtype)  # the same for every frame
         embedded = None
-        if pipe.transformer.config.guidance_embeds:  # dev: guidance is an input, not a second pass
-            embedded = torch.full([batch], guidance, device=self.device, dtype=torch.float32)
-        options = step_options(scheduler, step_noise)
-        for step, t in enumerate(scheduler.timesteps):
-            timestep = t.expand(batch).to(latents.dtype)
-            velocity = pipe.transformer(hidden_states=latents, timestep=timestep / 1000, guidance=embedded, pooled_projections=pooled,
-                                        encoder_hidden_states=text, txt_ids=text_ids, img_ids=image_ids, return_dict=False)[0]  # fmt: skip
-            with noise_from(scheduler, step_noise, step):
-                latents = scheduler.step(velocity, t, latents, **options, return_dict=False)[0]
-        factor = pipe.vae_scale_factor
-        return pipe._unpack_latents(latents, h * factor, w * factor, factor)
+        if pipe.transformer.config.guidance_embeds:
+            embedded = torch.full([latents.shape[0]], guidance, device=self.device, dtype=torch.float32)
+        return pipe.transformer(hidden_states=latents, timestep=t.to(latents.dtype) / 1000, guidance=embedded, pooled_projections=pooled,
+                                encoder_hidden_states=text, txt_ids=text_ids, img_ids=self.image_ids, return_dict=False)[0]  # fmt: skip

@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from diffusers import LatentConsistencyModelPipeline, StableDiffusionPipeline
 
-from latentwalk.families.common import StepNoise, guide, noise_from, step_options
+from latentwalk.families.common import Rows, StepNoise, guide
 
 
 class StableDiffusion:
@@ -119,34 +119,44 @@ class StableDiffusion:
 
     # ---- Sampling --------------------------------------------------------------------------------
 
-    @torch.inference_mode()
+    # The loop itself is common.Rows (one per render: rows at their own steps); a family gives
+    # the sampler's space and the model call. `denoise` runs a batch from noise to the end.
+    scales_input = True  # the UNet's schedulers scale the model input per step (Euler's sigmas)
+
     def denoise(self, noise: torch.Tensor, cond: dict[str, torch.Tensor], steps: int, guidance: float,
                 step_noise: StepNoise | None = None) -> torch.Tensor:  # fmt: skip
-        """Denoise a batch of initial latents [B, C, h, w] under per-row conditioning, as the
+        """Denoise a batch of initial latents [B, ...] under per-row conditioning, as the
         pipeline's __call__ does for prompt embeddings and a CPU generator."""
-        pipe, scheduler = self.pipe, self.pipe.scheduler
-        # 1. Timesteps and starting latents (scaled like diffusers' prepare_latents).
-        scheduler.set_timesteps(steps, device=self.device)
-        latents = noise.to(self.device, self.dtype) * scheduler.init_noise_sigma
-        # 2. Conditioning: classifier-free guidance doubles the batch, the unconditional half
-        #    first, unless the UNet embeds the guidance itself (LCM).
+        rows = Rows(self, steps, guidance, tuple(noise.shape[1:]))
+        one = lambda i: None if step_noise is None else (lambda step, shape: step_noise(step, (noise.shape[0], *shape[1:]))[i : i + 1])  # noqa: E731
+        return rows.run([rows.trajectory(i, {k: v[i : i + 1] for k, v in cond.items()}, one(i), noise[i : i + 1]) for i in range(noise.shape[0])])
+
+    def begin(self, steps: int, shape: tuple[int, ...]):
+        """The scheduler, set for `steps` at this latent shape [C, h, w]."""
+        self.pipe.scheduler.set_timesteps(steps, device=self.device)
+        return self.pipe.scheduler
+
+    def start(self, noise: torch.Tensor) -> torch.Tensor:
+        """Initial noise [B, C, h, w] in the sampler's space (diffusers' prepare_latents)."""
+        return noise.to(self.device, self.dtype) * self.pipe.scheduler.init_noise_sigma
+
+    def finish(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents
+
+    def predict(self, latents: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor], guidance: float) -> torch.Tensor:
+        """One model call: rows [B, ...] at their own timesteps t [B], guided. Classifier-free
+        guidance doubles the batch, the unconditional half first, unless the UNet embeds the
+        guidance itself (LCM)."""
+        pipe = self.pipe
         embedded = getattr(pipe.unet.config, "time_cond_proj_dim", None) is not None
         guided = guidance > 1.0 and not embedded
         kwargs = self.unet_inputs(cond, guided, latents)
         if embedded:
             w = torch.full((latents.shape[0],), guidance - 1.0)
             kwargs["timestep_cond"] = pipe.get_guidance_scale_embedding(w, embedding_dim=pipe.unet.config.time_cond_proj_dim).to(self.device, self.dtype)
-        options = step_options(scheduler, step_noise)
-        # 3. Denoising loop.
-        for step, t in enumerate(scheduler.timesteps):
-            model_input = torch.cat([latents] * 2) if guided else latents
-            model_input = scheduler.scale_model_input(model_input, t)
-            noise_pred = pipe.unet(model_input, t, **kwargs, return_dict=False)[0]
-            if guided:
-                noise_pred = guide(noise_pred, guidance)
-            with noise_from(scheduler, step_noise, step):
-                latents = scheduler.step(noise_pred, t, latents, **options, return_dict=False)[0]
-        return latents
+        model_input = torch.cat([latents] * 2) if guided else latents
+        noise_pred = pipe.unet(model_input, torch.cat([t] * 2) if guided else t, **kwargs, return_dict=False)[0]
+        return guide(noise_pred, guidance) if guided else noise_pred
 
     def unet_inputs(self, cond: dict[str, torch.Tensor], guided: bool, latents: torch.Tensor) -> dict:
         """The UNet's conditioning inputs besides the latents and the timestep."""

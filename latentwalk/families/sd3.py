@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from diffusers import StableDiffusion3Pipeline
 
-from latentwalk.families.common import StepNoise, guide, noise_from, step_options
+from latentwalk.families.common import guide
 from latentwalk.families.sd import StableDiffusion
 
 
@@ -56,37 +56,34 @@ class StableDiffusion3(StableDiffusion):
                                                        do_classifier_free_guidance=False, max_sequence_length=self.t5_tokens)  # fmt: skip
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
-    def timesteps(self, latents: torch.Tensor, steps: int) -> None:
+    scales_input = False  # flow-matching schedulers take the latents as they are
+
+    def begin(self, steps: int, shape: tuple[int, ...]):
+        """As the pipeline sets its timesteps: shifted by the image's size where the scheduler
+        says so (SD 3.5)."""
         scheduler, options = self.pipe.scheduler, {}
-        if scheduler.config.get("use_dynamic_shifting", False):  # as the pipeline: shift by the image's size
+        if scheduler.config.get("use_dynamic_shifting", False):
             from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift
 
             patch = self.pipe.transformer.config.patch_size
             config = scheduler.config
-            options["mu"] = calculate_shift((latents.shape[-2] // patch) * (latents.shape[-1] // patch), config.get("base_image_seq_len", 256),
+            options["mu"] = calculate_shift((shape[-2] // patch) * (shape[-1] // patch), config.get("base_image_seq_len", 256),
                                             config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5), config.get("max_shift", 1.16))  # fmt: skip
         scheduler.set_timesteps(steps, device=self.device, **options)
+        return scheduler
 
-    @torch.inference_mode()
-    def denoise(self, noise: torch.Tensor, cond: dict[str, torch.Tensor], steps: int, guidance: float,
-                step_noise: StepNoise | None = None) -> torch.Tensor:  # fmt: skip
-        """As StableDiffusion3Pipeline.__call__ does for prompt embeddings and latents given."""
-        pipe, scheduler = self.pipe, self.pipe.scheduler
-        latents = noise.to(self.device, self.dtype)
-        self.timesteps(latents, steps)
+    def start(self, noise: torch.Tensor) -> torch.Tensor:
+        return noise.to(self.device, self.dtype)
+
+    def predict(self, latents: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor], guidance: float) -> torch.Tensor:
+        """As StableDiffusion3Pipeline.__call__'s model call, each row at its own timestep."""
         guided = guidance > 1.0
         text, pooled = cond["prompt_embeds"], cond["pooled_prompt_embeds"]
         if guided:
             text = torch.cat([cond["negative_prompt_embeds"], text])
             pooled = torch.cat([cond["negative_pooled_prompt_embeds"], pooled])
         text, pooled = text.to(self.device, self.dtype), pooled.to(self.device, self.dtype)
-        options = step_options(scheduler, step_noise)
-        for step, t in enumerate(scheduler.timesteps):
-            model_input = torch.cat([latents] * 2) if guided else latents
-            velocity = pipe.transformer(hidden_states=model_input, timestep=t.expand(model_input.shape[0]),
-                                        encoder_hidden_states=text, pooled_projections=pooled, return_dict=False)[0]  # fmt: skip
-            if guided:
-                velocity = guide(velocity, guidance)
-            with noise_from(scheduler, step_noise, step):
-                latents = scheduler.step(velocity, t, latents, **options, return_dict=False)[0]
-        return latents
+        model_input = torch.cat([latents] * 2) if guided else latents
+        velocity = self.pipe.transformer(hidden_states=model_input, timestep=torch.cat([t] * 2) if guided else t,
+                                         encoder_hidden_states=text, pooled_projections=pooled, return_dict=False)[0]  # fmt: skip
+        return guide(velocity, guidance) if guided else velocity

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import math
 import re
 import secrets
 import threading
@@ -27,14 +28,13 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from latentwalk.errors import BadInput
-from latentwalk.studio.jobs import Worker, prepare
+from latentwalk.studio.jobs import UPLOADED, Worker, prepare
 from latentwalk.studio.store import Store
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "latentwalk_token"
 TERMINAL = ("done", "failed", "cancelled")
 UPLOAD_LIMIT = 200 * 1024 * 1024  # an audio file; a four-minute WAV is about 40 MB
-UPLOADED = re.compile(r"^upload-[0-9a-f]{12}\.[a-z0-9]{2,5}$")  # the names /api/uploads gives
 AUDIO = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".webm")
 
 
@@ -117,7 +117,7 @@ def create_app(outputs: Path, host: str = "127.0.0.1", port: int = 7860, token: 
             return JSONResponse({"error": str(e)}, status_code=422)
         store.add(prepared.table, prepared.command, prepared.outputs, job_id)
         app.state.worker.wake.set()
-        return {"id": job_id}
+        return {"id": job_id, "warnings": prepared.plan.get("warnings", [])}
 
     @app.post("/api/check")
     async def check(request: Request):
@@ -209,11 +209,15 @@ def create_app(outputs: Path, host: str = "127.0.0.1", port: int = 7860, token: 
             return JSONResponse({"error": str(e)}, status_code=422)
 
     def smoothness_of(job: dict) -> dict:
-        """inspect's figures and plot of a done job's video, made once and kept beside its state."""
+        """inspect's figures and plot of a done job's video, made once and kept beside its state;
+        BadInput (its names, not the server's paths) if the video cannot be measured."""
         kept = outputs / ".studio" / f"{job['id']}.smoothness.json"
         with measuring:  # two first askings (the page's plot and its figures) measure once
             if not kept.is_file():
-                measure(job, kept)
+                try:
+                    measure(job, kept)
+                except (BadInput, OSError) as e:
+                    raise BadInput(str(e).replace(str(outputs) + "/", "")) from None
         return json.loads(kept.read_text())
 
     def measure(job: dict, kept: Path) -> None:
@@ -236,10 +240,14 @@ def create_app(outputs: Path, host: str = "127.0.0.1", port: int = 7860, token: 
         `beats` and `onsets` (seconds from `start`), and its percussive `envelope` (at most
         2000 values from 0 to 1, `rate` per second), for the page's timeline."""
         path = outputs / name
-        if not UPLOADED.match(name) or not path.is_file():
+        if not UPLOADED.fullmatch(name) or not path.is_file():
             return JSONResponse({"error": "no such upload"}, status_code=404)
-        from latentwalk.audio import analyze
+        from latentwalk.audio import MIN_SECONDS, analyze
 
+        if not (math.isfinite(start) and start >= 0):
+            return JSONResponse({"error": f"start must be 0 or more seconds, got {start}"}, status_code=422)
+        if duration is not None and not (math.isfinite(duration) and duration >= MIN_SECONDS):
+            return JSONResponse({"error": f"duration must be at least {MIN_SECONDS:g} seconds, got {duration}"}, status_code=422)
         try:
             analysis = analyze(path, start, duration)
         except BadInput as e:

@@ -22,7 +22,8 @@ from latentwalk.errors import BadInput, Cancelled
 from latentwalk.studio.store import Store
 
 # An output's name: a plain file name inside --outputs (no folders, not hidden).
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,120}$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,120}")
+UPLOADED = re.compile(r"upload-[0-9a-f]{12}\.[a-z0-9]{2,5}")  # the names POST /api/uploads gives
 EXTENSIONS = {"generate": (".png",), "seed-walk": (".mp4", ".webm", ".gif"), "prompt-walk": (".mp4", ".webm", ".gif")}
 # Options that would reach outside --outputs or change how the server runs.
 REFUSED = ("frames_dir", "keep_frames", "ray", "workers", "shard", "json_out", "quiet", "allow_pickle", "model_config", "vae", "lora")
@@ -53,22 +54,28 @@ def prepare(table: dict, outputs: Path, job_id: str, keep: bool = True) -> Prepa
         if key in table:
             raise BadInput(f"{key} is not available through the server")
     for key in ("audio", "prompts_file", "preset", "model"):
-        value = table.get(key)
-        if isinstance(value, str) and key in ("audio", "prompts_file") and not NAME.match(value):
-            raise BadInput(f"{key} must be the name of an uploaded file, got {value!r}")
-        if key == "preset" and isinstance(value, str) and ("/" in value or value.endswith(".toml")):
+        if key not in table:
+            continue
+        value = table[key]
+        if not isinstance(value, str):  # a number would be taken as a path relative to the server
+            raise BadInput(f"{key} must be a string, got {value!r}")
+        if key == "audio" and not UPLOADED.fullmatch(value):
+            raise BadInput(f"audio must be the name of an uploaded file (POST /api/uploads), got {value!r}")
+        if key == "prompts_file" and not NAME.fullmatch(value):
+            raise BadInput(f"prompts_file must be a file name inside the outputs folder, got {value!r}")
+        if key == "preset" and ("/" in value or value.endswith(".toml")):
             raise BadInput("preset must be a preset's name")
-        if key == "model" and isinstance(value, str) and (value.startswith((".", "/", "~")) or "\\" in value or ".." in value):
+        if key == "model" and (value.startswith((".", "/", "~")) or "\\" in value or ".." in value):
             raise BadInput("model must be a hub id or a builtin model, not a path")
+    written = None
     if command == "prompt-walk" and "prompts" in table:
         text = table.pop("prompts")
         if not isinstance(text, str) or not text.strip():
             raise BadInput("prompts must be the prompts file's text")
-        name = f"{job_id}.prompts.txt"
-        (outputs / name).write_text(text, encoding="utf-8")
-        table["prompts_file"] = name
+        table["prompts_file"] = f"{job_id}.prompts.txt"
+        written = (outputs / table["prompts_file"], text)
     output = table.setdefault("output", f"{job_id}{EXTENSIONS[command][0]}")
-    if not isinstance(output, str) or not NAME.match(output) or Path(output).suffix.lower() not in EXTENSIONS[command]:
+    if not isinstance(output, str) or not NAME.fullmatch(output) or Path(output).suffix.lower() not in EXTENSIONS[command]:
         raise BadInput(f"output must be a file name ({', '.join(EXTENSIONS[command])}) inside the outputs folder, got {output!r}")
     params = command_params()
     entry = to_argv(0, table, params, outputs)
@@ -82,15 +89,16 @@ def prepare(table: dict, outputs: Path, job_id: str, keep: bool = True) -> Prepa
         seeds = parse_seeds(str(table.get("seeds", "0")))
         if len(seeds) > 1:
             names = [f"{Path(output).stem}-{seed}.png" for seed in seeds]
-    written = outputs / f"{job_id}.prompts.txt" if table.get("prompts_file") == f"{job_id}.prompts.txt" else None
+    if written is not None:
+        written[0].write_text(written[1], encoding="utf-8")
     try:
         job, warnings = check(entry.argv, cli_commands())
-    except BadInput:
+    except BaseException:
         if written is not None:
-            written.unlink(missing_ok=True)  # a refused job leaves nothing
+            written[0].unlink(missing_ok=True)  # a refused job leaves nothing
         raise
     if written is not None and not keep:
-        written.unlink(missing_ok=True)
+        written[0].unlink(missing_ok=True)
     return Prepared(table, entry.argv, ["latentwalk", *shown.argv], names, plan_of(job, warnings))
 
 

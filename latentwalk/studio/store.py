@@ -18,6 +18,8 @@ from pathlib import Path
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FIELDS = ("id", "state", "frames_done", "frames_total", "outputs", "error", "command", "table", "created", "updated", "version",
           "renders_done", "renders_most")  # fmt: skip
+# The columns by name (the table's is `job`), never by position: an older or newer file's order may differ.
+COLUMNS = ", ".join("job" if f == "table" else f for f in FIELDS)
 # Columns added since the first studio, with their type: an older jobs.sqlite gets them on opening.
 ADDED = {"renders_done": "INTEGER DEFAULT 0", "renders_most": "INTEGER"}
 
@@ -33,10 +35,17 @@ class Store:
             "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, state TEXT, frames_done INTEGER, frames_total INTEGER,"
             " outputs TEXT, error TEXT, command TEXT, job TEXT, created REAL, updated REAL, version INTEGER)"
         )
-        present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        for column, kind in ADDED.items():  # in FIELDS' order, after the first ones
-            if column not in present:
-                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")  # two servers opening one --outputs migrate once
+            try:
+                present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+                for column, kind in ADDED.items():
+                    if column not in present:
+                        self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
         with self._lock:  # a server that died mid-render: its job is queued again, to resume
             self._db.execute("UPDATE jobs SET state='queued', version=version+1 WHERE state='running'")
 
@@ -45,25 +54,26 @@ class Store:
         now = time.time()
         with self._lock:
             self._db.execute(
-                "INSERT INTO jobs VALUES (?, 'queued', 0, NULL, ?, NULL, ?, ?, ?, ?, 0, 0, NULL)",
+                "INSERT INTO jobs (id, state, frames_done, outputs, command, job, created, updated, version, renders_done)"
+                " VALUES (?, 'queued', 0, ?, ?, ?, ?, ?, 0, 0)",
                 (job_id, json.dumps(outputs), json.dumps(command), json.dumps(table), now, now),
             )
         return job_id
 
     def get(self, job_id: str) -> dict | None:
         with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+            row = self._db.execute(f"SELECT {COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
         return None if row is None else _public(row)
 
     def all(self) -> list[dict]:
         with self._lock:
-            rows = self._db.execute("SELECT * FROM jobs ORDER BY created").fetchall()
+            rows = self._db.execute(f"SELECT {COLUMNS} FROM jobs ORDER BY created").fetchall()
         return [_public(row) for row in rows]
 
     def next_queued(self) -> dict | None:
         """The oldest queued job, now running."""
         with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE state='queued' ORDER BY created LIMIT 1").fetchone()
+            row = self._db.execute(f"SELECT {COLUMNS} FROM jobs WHERE state='queued' ORDER BY created LIMIT 1").fetchone()
             if row is None:
                 return None
             self._db.execute("UPDATE jobs SET state='running', updated=?, version=version+1 WHERE id=?", (time.time(), row[0]))

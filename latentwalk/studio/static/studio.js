@@ -103,12 +103,18 @@ function keyframes() {
   }));
 }
 
+// A prompt as one line of a prompts file: no line breaks of any kind (Python's splitlines
+// breaks at more than \n), no "|" (it starts the line's options), no leading "#" (a comment).
+function oneLine(prompt) {
+  return prompt.replace(/[|\r\n\v\f\x1c-\x1e\x85\u2028\u2029]/g, " ").replace(/^[\s#]+/, "").trim();
+}
+
 // The walk as a job: a prompt walk whose prompts file is composed here.
 function walkJob() {
   const placing = $("placing").value;
   const keys = keyframes();
   const lines = keys.map((k, i) => {
-    let line = `${k.prompt.replace(/[|\n]/g, " ")} | seed=${k.seed}`;
+    let line = `${oneLine(k.prompt)} | seed=${k.seed}`;
     if (placing === "frames" && i < keys.length - 1) line += ` | frames=${k.frames}`;
     if (placing === "seconds" && i > 0 && k.at !== "") line += ` | at=${Number(k.at)}`;
     return line;
@@ -125,7 +131,7 @@ function walkJob() {
 
 function composable() {
   const keys = keyframes();
-  return keys.length >= 2 && keys.every((k) => k.prompt);
+  return keys.length >= 2 && keys.every((k) => oneLine(k.prompt));
 }
 
 // The composition survives a reload.
@@ -141,6 +147,7 @@ function save() {
 let replanning = null;
 function changed() {
   save();
+  asked++; // an answer to an earlier composition is stale now
   clearTimeout(replanning);
   replanning = setTimeout(replan, 250);
 }
@@ -167,9 +174,10 @@ async function replan() {
 function showPlan() {
   const rowsNow = keyframeRows();
   rowsNow.forEach((row, i) => {
-    row.querySelector(".when").textContent = plan && plan.keyframes ? `at ${plan.keyframes[i].toFixed(2)} s` : "";
+    const at = plan && plan.keyframes ? plan.keyframes[i] : undefined;
+    row.querySelector(".when").textContent = at === undefined ? "" : `at ${at.toFixed(2)} s`;
   });
-  $("plan").textContent = plan
+  $("plan").textContent = plan && plan.seconds !== undefined
     ? `${plan.frames} frames, ${plan.seconds.toFixed(2)} s at ${plan.fps} fps` + (heard ? ` · ${heard.beats.length} beats` + (heard.tempo ? `, ${heard.tempo} bpm` : "") : "")
     : "";
   if (plan && plan.warnings && plan.warnings.length) $("plan").textContent += " · " + plan.warnings.join(" · ");
@@ -234,6 +242,8 @@ function timelineClick(event) {
     if (Math.abs(beat - t) <= SNAP) t = beat;
   }
   if ($("placing").value !== "seconds") {
+    // The other keyframes stay where they are now: their times, as the walk places them.
+    if (plan && plan.keyframes) rowsNow.forEach((r, i) => { if (i > 0 && plan.keyframes[i] !== undefined) r.querySelector(".at").value = plan.keyframes[i].toFixed(3); });
     $("placing").value = "seconds";
     number();
   }
@@ -246,17 +256,18 @@ function timelineClick(event) {
 
 async function upload(file) {
   $("audio-name").textContent = `uploading ${file.name}…`;
+  $("audio-error").textContent = "";
   try {
     const response = await fetch(`/api/uploads?name=${encodeURIComponent(file.name)}`, { method: "POST", body: file });
     const body = await response.json();
     if (!response.ok) throw new Error(body.error || response.statusText);
     music = { name: body.name, label: file.name };
     await listen();
+    changed();
   } catch (e) {
-    $("audio-name").textContent = "";
-    $("compose-error").textContent = e.message;
+    showMusic(); // the music as it was
+    $("audio-error").textContent = e.message;
   }
-  changed();
 }
 
 // What the server hears in the section: the envelope and beats the walk follows.
@@ -266,11 +277,12 @@ async function listen() {
   const query = new URLSearchParams();
   if ($("audio-start").value) query.set("start", $("audio-start").value);
   if ($("audio-duration").value) query.set("duration", $("audio-duration").value);
+  $("audio-error").textContent = "";
   try {
     heard = await api(`/api/uploads/${encodeURIComponent(music.name)}?${query}`);
   } catch (e) {
     heard = null;
-    $("compose-error").textContent = e.message;
+    $("audio-error").textContent = e.message;
   }
   showPlan();
 }
@@ -357,7 +369,7 @@ function watchCurrent(id) {
     // The ETA by renders, whose rate is steady; a smooth walk's "at most" makes it an upper bound.
     if (job.state === "running" && made > 0 && job.renders_most) {
       const rate = made / ((performance.now() - started.time) / 1000);
-      $("current-eta").textContent = `ETA ${job.renders_most > job.frames_total ? "≤ " : ""}${Math.round((job.renders_most - job.renders_done) / rate)} s`;
+      $("current-eta").textContent = `ETA ${job.frames_total && job.renders_most > job.frames_total ? "≤ " : ""}${Math.round((job.renders_most - job.renders_done) / rate)} s`;
     } else $("current-eta").textContent = "";
     if (job.frames_done > 0) $("current-latest").src = `/api/jobs/${id}/files/latest.png?v=${job.frames_done}`;
     if (job.state === "failed") $("current-eta").textContent = job.error;

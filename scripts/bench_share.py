@@ -1,0 +1,131 @@
+"""Shared trajectories, measured: six smooth walks on builtin:shapes, each rendered with
+--share and --no-share through the real CLI, at the preset's batch size.
+
+    python scripts/bench_share.py                 # 24 frames a segment
+    python scripts/bench_share.py --frames 48
+    python scripts/bench_share.py --model DIR --size 512x512 --steps 20   # wall time of another model
+
+Per walk it prints: model calls per frame (denoising steps summed over renders, over frames),
+wall time, the CV and max/mean of the change between consecutive frames, the mean difference
+of the shared frames to the unshared ones (0-255), and ghost frames: frames with two copies of
+the shape where both neighbours have one (shapes.subjects), not counting the crossfade frames
+that the even-motion work blends over a discontinuity on purpose (counted apart). Every number
+comes from this run; run it alone (two cores shared with other work time nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WALKS = [
+    ("seed walk, red circle 1-2", ["seed-walk", "a large red circle on a blue background", "--seeds", "1,2"]),
+    ("seed walk, red circle 2-3 (a teleport)", ["seed-walk", "a large red circle on a blue background", "--seeds", "2,3"]),
+    ("seed walk, purple triangle 7-8", ["seed-walk", "a large purple triangle on a gray background", "--seeds", "7,8"]),
+    ("seed walk, yellow square 4-5-6", ["seed-walk", "a small yellow square on a black background", "--seeds", "4,5,6"]),
+    ("prompt walk, red circle to yellow square", ["prompt-walk", "story1.txt"]),
+    ("prompt walk, purple triangle to green circle", ["prompt-walk", "story2.txt"]),
+]
+STORIES = {
+    "story1.txt": "a large red circle on a blue background\na small yellow square on a blue background\n",
+    "story2.txt": "a large purple triangle on a black background\na small green circle on a gray background\n",
+}
+
+
+def ghosts(frames, blended: set[int]) -> int:
+    from latentwalk.shapes import subjects
+
+    counts = [subjects(f) for f in frames]
+    return sum(
+        1 for i in range(1, len(frames) - 1)
+        if i not in blended and counts[i] >= 2 and counts[i - 1] <= 1 and counts[i + 1] <= 1
+    )  # fmt: skip
+
+
+def read_frames(path: Path):
+    import imageio_ffmpeg
+    import numpy as np
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    width, height = next(reader)["size"]
+    return np.stack([np.frombuffer(data, np.uint8).reshape(height, width, 3) for data in reader])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=24, help="frames per segment")
+    parser.add_argument("--walks", type=int, default=len(WALKS), help="the first N walks only")
+    parser.add_argument("--model", help="another model (a saved pipeline's folder): wall time only, no ghosts")
+    parser.add_argument("--size", help="with --model: its size, e.g. 512x512")
+    parser.add_argument("--steps", type=int, help="sampling steps [default: the preset's]")
+    args = parser.parse_args()
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from latentwalk.cli import app
+
+    work = Path(tempfile.mkdtemp(prefix="bench-share-"))
+    os.environ["LATENTWALK_CACHE"] = str(work / "cache")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    for name, text in STORIES.items():
+        (work / name).write_text(text)
+    os.chdir(work)
+    runner = CliRunner()
+    # Imports and the first model load are not any walk's time.
+    runner.invoke(app, ["generate", "a red circle", "--preset", "shapes", "--steps", "1", "-o", "warm.png", "-q"])
+    extra = ["--preset", "shapes", "--frames", str(args.frames)]
+    if args.model:
+        extra += ["--model", args.model] + (["--size", args.size] if args.size else [])
+    if args.steps:
+        extra += ["--steps", str(args.steps)]
+    model = args.model or "builtin:shapes"
+    print(f"{model}, {args.frames} frames a segment, preset shapes (DDIM, {args.steps or 20} steps, guidance 5, batch 8), smooth walks with crossfades")
+    print("| walk | mode | frames | calls/frame | seconds | CV | max/mean | diff to unshared | ghosts | crossfade frames |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for label, walk in WALKS[: args.walks]:
+        got = {}
+        for mode in ("--no-share", "--share"):
+            out = f"{mode.strip('-')}-{len(rows)}.mp4"
+            started = time.perf_counter()
+            result = runner.invoke(app, [*walk, *extra, mode, "-o", out, "--json", "-q"])
+            seconds = time.perf_counter() - started
+            if result.exit_code != 0:
+                sys.exit(f"{label} ({mode}) failed: {result.output}")
+            summary = json.loads(result.stdout.strip().splitlines()[-1])
+            manifest = json.loads(Path(out + ".json").read_text())
+            blended = {entry[0] for entry in manifest["job"]["plan"] if len(entry) > 4}
+            frames = read_frames(Path(out))
+            got[mode] = {"summary": summary, "seconds": seconds, "frames": frames, "blended": blended,
+                         "ghosts": None if args.model else ghosts(frames, blended)}  # fmt: skip
+        base = got["--no-share"]["frames"]
+        for mode in ("--no-share", "--share"):
+            g = got[mode]
+            s, stats = g["summary"], g["summary"]["smoothness"]
+            diff = float(np.abs(g["frames"].astype(np.float32) - base.astype(np.float32)).mean())
+            g["calls"] = s["model_calls"] / s["frames"]
+            print(f"| {label} | {mode[2:]} | {s['frames']} | {g['calls']:.1f} | {g['seconds']:.1f} | {stats['cv']:.3f} | "
+                  f"{stats['max_over_mean']:.2f} | {diff:.2f} | {g['ghosts'] if g['ghosts'] is not None else '-'} | {len(g['blended'])} |")  # fmt: skip
+            sys.stdout.flush()
+        rows.append((label, got))
+    print()
+    calls = [got["--share"]["calls"] / got["--no-share"]["calls"] for _, got in rows]
+    speed = [got["--no-share"]["seconds"] / got["--share"]["seconds"] for _, got in rows]
+    worse = [label for label, got in rows if got["--share"]["summary"]["smoothness"]["cv"] > got["--no-share"]["summary"]["smoothness"]["cv"]]
+    ghosted = sum(got["--share"]["ghosts"] or 0 for _, got in rows)
+    geo = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs))  # noqa: E731
+    print(f"model calls, shared over unshared: {geo(calls):.2f} (geometric mean; target at most 0.5), worst {max(calls):.2f}")
+    print(f"wall time, unshared over shared: {geo(speed):.2f}x (target at least 1.6x), least {min(speed):.2f}x")
+    print(f"walks whose CV is worse shared: {', '.join(worse) or 'none'}; ghost frames shared: {ghosted} "
+          f"(unshared: {sum(got['--no-share']['ghosts'] or 0 for _, got in rows)})")
+
+
+if __name__ == "__main__":
+    main()

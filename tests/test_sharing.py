@@ -1,0 +1,95 @@
+"""Where a shared render starts (sharing.py) and the rows at their own steps (families/common.Rows):
+the policy on synthetic distances in milliseconds, the engine on a tiny real pipeline."""
+
+import math
+
+import pytest
+import torch
+
+from latentwalk import sharing
+from latentwalk.render import dyadic_depth
+
+
+def test_close_neighbours_start_late_and_far_ones_early():
+    steps = 20
+    changes = [0.1, 1.0, sharing.NEAR, 3.0, 4.0, 6.0, 10.0, 16.0, sharing.FAR, 40.0, 1000.0]
+    starts = [sharing.start_step(c, steps) for c in changes]
+    assert starts == sorted(starts, reverse=True)  # never later for farther neighbours
+    assert starts[0] == starts[2] == max(sharing.starts(steps)) == math.floor(sharing.LATEST * steps)
+    assert starts[-3:] == [0, 0, 0]  # as far as FAR or farther: its own noise
+    assert len(set(starts)) >= 5  # and graded between
+    for change in changes:
+        assert sharing.start_step(change, steps) in sharing.starts(steps)  # only where neighbours keep latents
+
+
+def test_a_suspected_discontinuity_or_a_short_schedule_starts_from_noise():
+    assert sharing.start_step(0.5, 20, jump=True) == 0
+    assert sharing.start_step(0.5, 3) == 0  # too few steps to share
+    assert sharing.start_step(float("nan"), 20) == 0
+    assert sharing.start_step(float("inf"), 20) == 0
+
+
+@pytest.mark.parametrize("steps", [4, 8, 20, 30, 50, 100])
+def test_the_starts_a_render_keeps_are_few_and_leave_the_last_quarter(steps):
+    starts = sharing.starts(steps)
+    assert starts[0] == 0 and starts == sorted(set(starts))
+    assert max(starts) <= 0.75 * steps  # the last quarter always runs: the picture is the model's
+    assert len(starts) <= 21
+    assert sharing.start_step(0.0, steps) == max(starts)
+
+
+def test_dyadic_depth_orders_bisection():
+    assert [dyadic_depth(t) for t in (0.0, 1.0, 0.5, 0.25, 0.75, 0.125, 3 / 2**24)] == [0, 0, 1, 2, 2, 3, 24]
+
+
+@pytest.fixture(scope="module")
+def tiny_backend():
+    from latentwalk.backend import Backend, load_pipeline
+
+    return Backend(load_pipeline("builtin:tiny", torch.float32), "builtin:tiny", torch.device("cpu"), torch.float32, scheduler="ddim")
+
+
+def _trajectory(rows, backend, seed, step, latents=None):
+    cond = backend.conditioning("a castle", "")
+    noise = backend.noise(seed, 32, 32) if latents is None else None
+    return rows.trajectory(seed, cond, None, noise=noise, latents=latents, step=step, keep={4, 6})
+
+
+def test_rows_at_different_steps_share_a_call_and_each_gets_what_it_gets_alone(tiny_backend):
+    """One model call with rows at their own timesteps: each row's result equals that row run
+    alone (in calls of the same size), so no render depends on its batch-mates."""
+    backend = tiny_backend
+    rows = backend.rows(10, 5.0, tuple(backend.noise(0, 32, 32).shape[1:]))
+    first = _trajectory(rows, backend, 1, 0)
+    for _ in range(6):
+        rows.call([first], 4)
+    assert first.step == 6 and set(first.kept) == {4}  # latents as they enter step 4 (step 6 is next)
+    rows.call([first], 4)
+    assert set(first.kept) == {4, 6}
+    start = first.kept[6].clone()
+    # Together: a row from noise at step 0 and one starting at step 6 from kept latents.
+    a, b = _trajectory(rows, backend, 2, 0), _trajectory(rows, backend, 3, 6, latents=start)
+    while not b.done:
+        rows.call([a, b], 4)
+    while not a.done:
+        rows.call([a], 4)
+    # Alone, each in calls of the same size.
+    a2, b2 = _trajectory(rows, backend, 2, 0), _trajectory(rows, backend, 3, 6, latents=start)
+    for row in (a2, b2):
+        while not row.done:
+            rows.call([row], 4)
+    assert torch.equal(a.latents, a2.latents) and torch.equal(b.latents, b2.latents)
+    assert rows.row_steps == 7 + 10 + 4 + 10 + 4
+
+
+def test_a_full_render_through_rows_is_the_pipeline_s_own(tiny_backend):
+    """The shared loop changed how a batch is stepped (a scheduler per row); a render from
+    noise is still what diffusers' pipeline makes from the same latents."""
+    backend = tiny_backend
+    pipe = backend.pipe
+    noise = backend.noise(7, 32, 32)
+    cond = backend.conditioning("a castle", "")
+    ours = backend.denoise(noise, cond, 6, 5.0)
+    theirs = pipe(prompt_embeds=cond["prompt_embeds"], negative_prompt_embeds=cond["negative_prompt_embeds"], latents=noise.clone(),
+                  num_inference_steps=6, guidance_scale=5.0, output_type="latent", height=32, width=32).images  # fmt: skip
+    assert torch.allclose(ours, theirs, atol=1e-5)
