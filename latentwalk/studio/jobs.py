@@ -77,21 +77,21 @@ def prepare(table: dict, outputs: Path, job_id: str, keep: bool = True) -> Prepa
     output = table.setdefault("output", f"{job_id}{EXTENSIONS[command][0]}")
     if not isinstance(output, str) or not NAME.fullmatch(output) or Path(output).suffix.lower() not in EXTENSIONS[command]:
         raise BadInput(f"output must be a file name ({', '.join(EXTENSIONS[command])}) inside the outputs folder, got {output!r}")
-    params = command_params()
-    entry = to_argv(0, table, params, outputs)
-    if entry.error is not None:
-        raise BadInput(entry.error)
-    shown = to_argv(0, table, params, Path("."))  # as run from the outputs folder
-    names = [output]
-    if command == "generate":
-        from latentwalk.schedule import parse_seeds
-
-        seeds = parse_seeds(str(table.get("seeds", "0")))
-        if len(seeds) > 1:
-            names = [f"{Path(output).stem}-{seed}.png" for seed in seeds]
     if written is not None:
         written[0].write_text(written[1], encoding="utf-8")
     try:
+        params = command_params()
+        entry = to_argv(0, table, params, outputs)
+        if entry.error is not None:
+            raise BadInput(entry.error)
+        shown = to_argv(0, table, params, Path("."))  # as run from the outputs folder
+        names = [output]
+        if command == "generate":
+            from latentwalk.schedule import parse_seeds
+
+            seeds = parse_seeds(str(table.get("seeds", "0")))
+            if len(seeds) > 1:
+                names = [f"{Path(output).stem}-{seed}.png" for seed in seeds]
         job, warnings = check(entry.argv, cli_commands())
     except BaseException:
         if written is not None:
