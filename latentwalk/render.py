@@ -192,7 +192,9 @@ class Renderer:
         self._count(len(chunk) * self.steps, len(chunk) * self.steps)
         denoised = time.perf_counter()
         timings["denoise"] += denoised - started
-        images = self.backend.decode(latents).cpu().numpy()  # the one copy to the host
+        # Decoded at the call's size too (the top-up rows again): the VAE's last bits can depend on it.
+        latents = torch.cat([latents, latents[-1:].expand(size - len(chunk), *latents.shape[1:])]) if size > len(chunk) else latents
+        images = self.backend.decode(latents).cpu().numpy()[: len(chunk)]  # the one copy to the host
         timings["decode"] += time.perf_counter() - denoised
         saved = time.perf_counter()
         for p, image, row in zip(chunk, images, rows):
@@ -531,7 +533,9 @@ class _Segment:
             else:
                 whole = feature_distance(self.features[outer_lo], self.features[outer_hi])
                 change = whole * (hi - lo) / (outer_hi - outer_lo)
-            step = sharing.start_step(change / per_frame, steps, jump=self.placer.suspect(outer_lo, outer_hi))
+            frames_worth = change / per_frame
+            jump = self.placer.suspect(outer_lo, outer_hi) or sharing.steep(frames_worth, hi - lo, self.n)
+            step = sharing.start_step(frames_worth, steps, jump=jump)
             ends = (position(self.a, self.b, lo), lo), (position(self.a, self.b, hi), hi)
             if step and any(planned.get(x, 0) > step for x in (lo, hi)):
                 step = 0  # a neighbour of this round starts later: it never holds this step's latents

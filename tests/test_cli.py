@@ -347,13 +347,13 @@ def test_out_of_memory_is_exit_3_with_a_hint(tmp_path, monkeypatch):
     import torch
     from typer.testing import CliRunner
 
-    from latentwalk.backend import Backend
     from latentwalk.cli import app
+    from latentwalk.families.common import Rows
 
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(Backend, "denoise", out_of_memory)
+    monkeypatch.setattr(Rows, "call", out_of_memory)  # every model call of a render
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["seed-walk", "x", "--seeds", "1,2", "--frames", "2", *FAST, "-o", "w.mp4", "-q"])
     assert result.exit_code == 3

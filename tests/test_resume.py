@@ -292,3 +292,26 @@ def test_an_audio_walk_killed_mid_render_resumes_to_identical_frames_and_sound(t
     assert np.array_equal(read_video(tmp_path / "walk.mp4")[0], read_video(tmp_path / "ref.mp4")[0])
     ref_json, json_ = (json.loads((tmp_path / f"{n}.mp4.json").read_text())["job"] for n in ("ref", "walk"))
     assert ref_json["plan"] == json_["plan"] and ref_json["audio"] == json_["audio"]
+
+
+def test_a_shared_walk_sigkilled_mid_render_resumes_bit_identical(tmp_path):
+    """--share: a render starts from its neighbours' latents, kept beside their pictures, so a
+    walk killed with renders in the pool (at their own steps) resumes to the same frames."""
+    walk = [*WALK, "--share"]
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    run_cli(*walk, "-o", "ref.mp4", "--frames-dir", "frames", "-q", cwd=reference)
+    frames = pixels(reference / "frames")
+    cache = tmp_path / "cache"
+    proc = start([*walk, "-o", "walk.mp4"], tmp_path, cache)
+    wait_for(lambda: len(work_frames(cache)) >= 6, proc)  # the keyframes and some shared renders
+    proc.kill()
+    proc.wait()
+    proc.stdout.close(), proc.stderr.close()
+    assert any(cache.glob("work/*/renders/**/*.latents"))
+    result, summary = finish([*walk, "-o", "walk.mp4"], tmp_path, cache)
+    assert summary["resumed"] >= 6 and summary["model_calls"] < summary["model_calls_unshared"]
+    resumed = pixels(Path(summary["frames_dir"]))
+    assert len(resumed) == len(frames) == FRAMES
+    for i, (a, b) in enumerate(zip(resumed, frames)):
+        assert np.array_equal(a, b), f"frame {i} differs"

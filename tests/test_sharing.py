@@ -29,6 +29,13 @@ def test_a_suspected_discontinuity_or_a_short_schedule_starts_from_noise():
     assert sharing.start_step(float("inf"), 20) == 0
 
 
+def test_a_steep_gap_is_a_suspected_discontinuity():
+    # A segment of 24 frames: a gap an eighth wide holds 3 frames' worth on average.
+    assert not sharing.steep(3.0, 1 / 8, 24) and not sharing.steep(24.0, 1.0, 24)
+    assert sharing.steep(6.0, 1 / 64, 24)  # 6 frames' worth in a 64th: a teleport, not motion
+    assert sharing.steep(1.0, 0.0, 24)
+
+
 @pytest.mark.parametrize("steps", [4, 8, 20, 30, 50, 100])
 def test_the_starts_a_render_keeps_are_few_and_leave_the_last_quarter(steps):
     starts = sharing.starts(steps)
@@ -93,3 +100,57 @@ def test_a_full_render_through_rows_is_the_pipeline_s_own(tiny_backend):
     theirs = pipe(prompt_embeds=cond["prompt_embeds"], negative_prompt_embeds=cond["negative_prompt_embeds"], latents=noise.clone(),
                   num_inference_steps=6, guidance_scale=5.0, output_type="latent", height=32, width=32).images  # fmt: skip
     assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+# ---- Shared walks, end to end through the CLI -----------------------------------------------------
+
+SHARED = ("seed-walk", "a large red circle on a blue background", "--seeds", "1,2,3", "--frames", "4", "--preset", "shapes",
+          "--steps", "8", "--share")  # fmt: skip
+
+
+def png_frames(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("frame_*.png"))}
+
+
+def test_a_shared_walk_keeps_its_keyframes_reports_its_calls_and_renders_again_from_its_manifest(run, tmp_path):
+    import json
+
+    from conftest import read_png
+
+    summary = json.loads(run(*SHARED, "-o", "walk.mp4", "--frames-dir", "frames", "--json").stdout)
+    # About half the model calls, counted as the issue asks (B rows of one call count B).
+    assert summary["model_calls"] < 0.8 * summary["model_calls_unshared"]
+    assert summary["model_calls_unshared"] == summary["renders"] * 8
+    manifest = json.loads((tmp_path / "walk.mp4.json").read_text())
+    assert manifest["job"]["share"] is True and manifest["model_calls"] == summary["model_calls"]
+    starts = manifest["job"]["starts"]
+    assert starts and any(k > 0 for *_, k, _, _ in starts) and all(0 <= lo < t < hi <= 1 for _, _, t, _, lo, hi in starts)
+    # The keyframes are generate's pictures: they always start from their own noise.
+    run("generate", *SHARED[1:2], "--seeds", "1,2,3", "--preset", "shapes", "--steps", "8", "-o", "key.png")
+    frames = sorted((tmp_path / "frames").glob("frame_*.png"))
+    for seed, index in zip((1, 2, 3), summary["keyframe_frames"]):
+        assert (read_png(frames[index]) == read_png(tmp_path / f"key-{seed}.png")).all()
+    # The manifest renders every frame again, bit for bit, starting each render where it started.
+    run("render", "walk.mp4.json", "-o", "again.mp4", "--frames-dir", "again")
+    assert png_frames(tmp_path / "again") == png_frames(tmp_path / "frames")
+    # And split in shards by segments, the same frames: a segment's renders share only within it.
+    for k in (1, 2):
+        run(*SHARED, "--shard", f"{k}/2", "-o", f"part{k}.mp4", "--frames-dir", f"part{k}")
+    parts = {**png_frames(tmp_path / "part1"), **png_frames(tmp_path / "part2")}
+    assert parts == png_frames(tmp_path / "frames")
+
+
+def test_a_shared_walk_over_a_discontinuity_has_no_double_exposure(run, tmp_path):
+    """Seeds 2 and 3 of the red circle: the circle teleports. The renders around the jump
+    start from their own noise, so no frame shows the circle twice."""
+    import json
+
+    from conftest import read_png
+    from latentwalk.shapes import subjects
+
+    walk = ("seed-walk", "a large red circle on a blue background", "--seeds", "2,3", "--frames", "12", "--preset", "shapes", "--share", "--no-crossfade")
+    summary = json.loads(run(*walk, "-o", "jump.mp4", "--frames-dir", "frames", "--json").stdout)
+    assert summary["discontinuities"], "the walk has its jump"
+    counts = [subjects(read_png(p)) for p in sorted((tmp_path / "frames").glob("frame_*.png"))]
+    assert counts[0] == counts[-1] == 1
+    assert not [i for i in range(1, len(counts) - 1) if counts[i] >= 2 and counts[i - 1] <= 1 and counts[i + 1] <= 1], counts
