@@ -534,8 +534,7 @@ class _Segment:
                 whole = feature_distance(self.features[outer_lo], self.features[outer_hi])
                 change = whole * (hi - lo) / (outer_hi - outer_lo)
             frames_worth = change / per_frame
-            jump = self.placer.suspect(outer_lo, outer_hi) or sharing.steep(frames_worth, hi - lo, self.n)
-            step = sharing.start_step(frames_worth, steps, jump=jump)
+            step = sharing.start_step(frames_worth, steps, jump=self.placer.suspect(outer_lo, outer_hi))
             ends = (position(self.a, self.b, lo), lo), (position(self.a, self.b, hi), hi)
             if step and any(planned.get(x, 0) > step for x in (lo, hi)):
                 step = 0  # a neighbour of this round starts later: it never holds this step's latents

@@ -30,20 +30,6 @@ LATEST = 0.75
 STARTS = 20
 
 
-# A gap that changes this many times faster than the segment does on average is steep: it may
-# hold a discontinuity that no render has isolated yet (a shape teleports). A render there,
-# started from the mix of both sides, would be an in-between of the two pictures that the
-# model never draws, a double exposure the placement then takes for continuous change: it
-# starts from its own noise, and the placement finds the jump as it would without sharing.
-STEEP = 4.0
-
-
-def steep(change: float, width: float, frames: int) -> bool:
-    """Whether a gap `width` wide (in t) whose neighbours differ by `change` frames' worth
-    changes more than STEEP times faster than its segment of `frames` frames on average."""
-    return width <= 0 or change > STEEP * width * frames
-
-
 def stride(steps: int) -> int:
     return max(1, round(steps / STARTS))
 

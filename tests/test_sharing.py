@@ -29,13 +29,6 @@ def test_a_suspected_discontinuity_or_a_short_schedule_starts_from_noise():
     assert sharing.start_step(float("inf"), 20) == 0
 
 
-def test_a_steep_gap_is_a_suspected_discontinuity():
-    # A segment of 24 frames: a gap an eighth wide holds 3 frames' worth on average.
-    assert not sharing.steep(3.0, 1 / 8, 24) and not sharing.steep(24.0, 1.0, 24)
-    assert sharing.steep(6.0, 1 / 64, 24)  # 6 frames' worth in a 64th: a teleport, not motion
-    assert sharing.steep(1.0, 0.0, 24)
-
-
 @pytest.mark.parametrize("steps", [4, 8, 20, 30, 50, 100])
 def test_the_starts_a_render_keeps_are_few_and_leave_the_last_quarter(steps):
     starts = sharing.starts(steps)
