@@ -279,6 +279,9 @@ class Job:
     def check(self) -> None:
         """What a hand-edited manifest could get wrong; the CLI's parsers already ensure it."""
         n = len(self.keyframes)
+        for a, b, t, step, lo, hi in self.starts or []:
+            if not (0 <= a < n and 0 <= b < n and 0 <= lo < t < hi <= 1 and step >= 0):
+                raise BadInput(f"the manifest's start of the render at ({a}, {b}, t={t}) is not one a walk makes")
         if self.command not in ("generate", "seed-walk", "prompt-walk"):
             raise BadInput(f"unknown command {self.command!r}")
         if not n or (self.plan is None and not self.lengths) or self.plan == []:

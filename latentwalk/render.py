@@ -25,7 +25,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from latentwalk import sharing
+from latentwalk import __version__, sharing
+from latentwalk.errors import BadInput, LatentwalkError
 from latentwalk.backend import Backend
 from latentwalk.interp import INTERPOLATIONS, seed_noise, step_seed
 from latentwalk.placement import EXTRA_RENDERS, ROUND
@@ -142,6 +143,17 @@ class Renderer:
         self.kept: dict[Pos, dict[int, torch.Tensor]] = {}
         self.pending: list[tuple[Pos, tuple[Pos, float], tuple[Pos, float], int]] = []
         self.active: list = []  # common.Trajectory rows in the pool, each at its own step
+        # A manifest's starts: each must be one this sampler can make, and each render's kept
+        # latents are let go of once the last render that starts from them has started.
+        self.needed: dict[Pos, int] = defaultdict(int)
+        for (a, b, t), (step, lo, hi) in (spec.starts or {}).items():
+            if not self.sharing and step:
+                raise BadInput(f"the manifest's renders start part-way (--share), which {backend.scheduler_name} with {spec.steps} steps cannot")
+            if step and step not in self.keep:
+                raise BadInput(f"the manifest starts the render at t={t} at step {step}, not one latentwalk {__version__} keeps latents at")
+            if step:
+                for end in (lo, hi):
+                    self.needed[position(a, b, end)] += 1
 
     def batches(self, positions: list[Pos]) -> list[list[Pos]]:
         """The batches that make these positions: of the batch size, in order, or the batches
@@ -171,7 +183,7 @@ class Renderer:
         started = time.perf_counter()
         self.spec.rendered.append(chunk)
         new = [p for p in chunk if p not in self.done]
-        found = {p: self.store.load(p) for p in chunk if p not in self.cache}
+        found = {p: self.made(p) for p in chunk if p not in self.cache}
         if all(image is not None for image in found.values()):
             self.cache.update(found)
             timings["resume"] += time.perf_counter() - started
@@ -184,8 +196,12 @@ class Renderer:
         # render depends on how the placement happened to group it: a shard's renders are the
         # whole render's. (Keyframes keep generate's batches, which every run makes alike.)
         size = self.spec.batch_size if all(p[2] != 0.0 for p in chunk) else len(chunk)
-        noise, cond = self.inputs(chunk)
-        rows = [self.rows.trajectory(p, {k: v[i : i + 1] for k, v in cond.items()}, self.step_noise([p]), noise=noise[i : i + 1], keep=self.keep)
+        # Mixed over the whole topped-up batch, as before rows had their own steps: a mix's
+        # reductions may sum in another order for another row count (on a GPU).
+        padded = chunk + [chunk[-1]] * (size - len(chunk))
+        noise, cond = self.inputs(padded)
+        step_noise = _per_row(self.step_noise(padded), len(padded))
+        rows = [self.rows.trajectory(p, {k: v[i : i + 1] for k, v in cond.items()}, step_noise(i), noise=noise[i : i + 1], keep=self.keep)
                 for i, p in enumerate(chunk)]  # fmt: skip
         latents = self.rows.run(rows, size)
         self.backend.sync()
@@ -248,14 +264,25 @@ class Renderer:
 
     # ---- Shared trajectories: a pool of renders, each at its own step ---------------------------
 
+    def made(self, pos: Pos) -> np.ndarray | None:
+        """A render an earlier run made: its picture, and when sharing its kept latents too
+        (a render whose latents are lost is made again, exactly: later renders start from them)."""
+        image = self.store.load(pos)
+        if image is not None and self.sharing and pos not in self.kept and self.store.load_latents(pos) is None:
+            return None
+        return image
+
     def share(self, pos: Pos, lo: tuple[Pos, float], hi: tuple[Pos, float], step: int) -> bool:
         """Queue an in-between render between two renders `lo` and `hi` (position, t) of its
         segment, to start at `step` from their latents (0: its own noise) once both have passed
         that step. True if it is made already (found in the store)."""
         if pos in self.done:
             return True
-        image = self.store.load(pos)
+        image = self.made(pos)
         if image is not None:
+            # Recorded as if made now: a manifest of a resumed run starts it the same way.
+            self.spec.shared[pos] = (step, lo[1], hi[1])
+            self.spec.rendered.append([pos])
             self.cache[pos] = image
             self.spec.resumed += 1
             self._made([pos])
@@ -283,6 +310,9 @@ class Renderer:
             self.active.append(self._start(pos, lo, hi, step))
         self.pending = waiting
         if not self.active:
+            if self.pending:  # nothing runs and nothing can start: a start no neighbour kept
+                pos, lo, hi, step = self.pending[0]
+                raise LatentwalkError(f"the render at t={pos[2]} cannot start at step {step}: its neighbours (t={lo[1]}, t={hi[1]}) kept no latents there")
             return []
         self.rows.call(self.active, batch)
         self.backend.sync()
@@ -314,14 +344,22 @@ class Renderer:
         u = torch.tensor([(pos[2] - lo[1]) / (hi[1] - lo[1])], dtype=torch.float32, device=self.noises.device)
         x, y = self.latents_at(lo[0], step), self.latents_at(hi[0], step)
         latents = INTERPOLATIONS["slerp"](x.float(), y.float(), u).to(x.dtype)
+        for end in (lo[0], hi[0]):  # a manifest's re-render: let go of what no later render needs
+            if end in self.needed:
+                self.needed[end] -= 1
+                if not self.needed[end]:
+                    self.kept.pop(end, None)
         return self.rows.trajectory(pos, cond, self.step_noise([pos]), latents=latents, step=step, keep=self.keep)
 
     def can_start(self, lo: Pos, hi: Pos, step: int) -> bool:
         return step == 0 or (self.latents_at(lo, step) is not None and self.latents_at(hi, step) is not None)
 
     def render_recorded(self, pos: Pos) -> None:
-        """A manifest's pool render, started as recorded: its neighbours first."""
-        step, lo_t, hi_t = self.spec.starts[pos]
+        """A pool render started as recorded (a manifest's, or one of this run's whose picture
+        was lost since): its neighbours first."""
+        if pos in self.done:
+            return
+        step, lo_t, hi_t = (self.spec.starts or {}).get(pos) or self.spec.shared[pos]
         a, b, _ = pos
         lo, hi = position(a, b, lo_t), position(a, b, hi_t)
         for neighbour in (lo, hi):
@@ -366,9 +404,12 @@ class Renderer:
     def image(self, pos: Pos) -> np.ndarray:
         if pos not in self.cache:
             image = self.store.load(pos)
-            if image is None:  # lost since it was made (removed by hand): make it again
+            if image is None:  # lost since it was made (removed by hand): make it again, the same way
                 self.done.discard(pos)
-                self.ensure([pos])
+                if pos in self.spec.shared:
+                    self.render_recorded(pos)
+                else:
+                    self.ensure([pos])
                 image = self.cache[pos]
             self.cache[pos] = image
         return self.cache[pos]
@@ -381,6 +422,22 @@ class Renderer:
 
     def forget(self) -> None:
         self.cache = {}
+
+
+def _per_row(batch_noise, rows: int):
+    """Row i's share of a batch's step noise, drawn once per step for the whole batch."""
+    drawn: dict[int, torch.Tensor] = {}
+
+    def row(i: int):
+        def noise(step: int, shape: tuple[int, ...]) -> torch.Tensor:
+            if step not in drawn:
+                drawn.clear()
+                drawn[step] = batch_noise(step, (rows, *shape[1:]))
+            return drawn[step][i : i + 1]
+
+        return noise
+
+    return row
 
 
 def blend(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:

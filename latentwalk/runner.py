@@ -172,6 +172,8 @@ def _render(job, sink, options, store: FrameStore, timings, warn, texts, device,
     def describe(path: Path, index: int | None) -> dict:
         return manifest.build(job, resolved, path, timings, index, facts)
 
+    if job.share and not backend.shares_steps():
+        warn(f"--share: the {backend.scheduler_name} sampler cannot start a render part-way (it steps twice or keeps state): every frame starts from its own noise")
     placed = job.plan is None
     profile = music.walk_profile(job.audio, job.lengths) if placed else None
     extra = EXTRA_RENDERS if profile is None else EXTRA_MUSIC

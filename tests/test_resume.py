@@ -315,3 +315,6 @@ def test_a_shared_walk_sigkilled_mid_render_resumes_bit_identical(tmp_path):
     assert len(resumed) == len(frames) == FRAMES
     for i, (a, b) in enumerate(zip(resumed, frames)):
         assert np.array_equal(a, b), f"frame {i} differs"
+    # The resumed run's manifest records the starts of the renders it found, too.
+    run_cli("render", "walk.mp4.json", "-o", "again.mp4", "--frames-dir", "again", "-q", cwd=tmp_path)
+    assert all(np.array_equal(a, b) for a, b in zip(pixels(tmp_path / "again"), frames, strict=True))
