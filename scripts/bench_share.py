@@ -18,24 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-WALKS = [
-    ("seed walk, red circle 1-2", ["seed-walk", "a large red circle on a blue background", "--seeds", "1,2"]),
-    ("seed walk, red circle 2-3 (a teleport)", ["seed-walk", "a large red circle on a blue background", "--seeds", "2,3"]),
-    ("seed walk, purple triangle 7-8", ["seed-walk", "a large purple triangle on a gray background", "--seeds", "7,8"]),
-    ("seed walk, yellow square 4-5-6", ["seed-walk", "a small yellow square on a black background", "--seeds", "4,5,6"]),
-    ("prompt walk, red circle to yellow square", ["prompt-walk", "story1.txt"]),
-    ("prompt walk, purple triangle to green circle", ["prompt-walk", "story2.txt"]),
-]
-STORIES = {
-    "story1.txt": "a large red circle on a blue background\na small yellow square on a blue background\n",
-    "story2.txt": "a large purple triangle on a black background\na small green circle on a gray background\n",
-}
+import bench_smooth  # beside this script
+
+# bench_smooth's walks (issue 12's, one with a teleport) but its loop of three.
+WALKS = bench_smooth.WALKS[:6]
 
 
 def ghosts(frames, blended: set[int]) -> int:
@@ -71,12 +61,7 @@ def main() -> None:
 
     from latentwalk.cli import app
 
-    work = Path(tempfile.mkdtemp(prefix="bench-share-"))
-    os.environ["LATENTWALK_CACHE"] = str(work / "cache")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    for name, text in STORIES.items():
-        (work / name).write_text(text)
-    os.chdir(work)
+    bench_smooth.workspace("bench-share-")
     runner = CliRunner()
     # Imports and the first model load are not any walk's time.
     runner.invoke(app, ["generate", "a red circle", "--preset", "shapes", "--steps", "1", "-o", "warm.png", "-q"])

@@ -40,6 +40,17 @@ STORIES = {
 MODES = [("uniform", ["--no-smooth"]), ("smooth", ["--smooth", "--no-crossfade"]), ("default", ["--smooth"])]
 
 
+def workspace(prefix: str) -> Path:
+    """A fresh folder to run the walks in, with its own work cache, offline, the stories written."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ["LATENTWALK_CACHE"] = str(work / "cache")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    for name, text in STORIES.items():
+        (work / name).write_text(text)
+    os.chdir(work)
+    return work
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=24, help="frames per segment (at least 24 for the issue's targets)")
@@ -49,12 +60,7 @@ def main() -> None:
 
     from latentwalk.cli import app
 
-    work = Path(tempfile.mkdtemp(prefix="bench-smooth-"))
-    os.environ["LATENTWALK_CACHE"] = str(work / "cache")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    for name, text in STORIES.items():
-        (work / name).write_text(text)
-    os.chdir(work)
+    workspace("bench-smooth-")
     runner = CliRunner()
     print(f"builtin:shapes, {args.frames} frames a segment, preset shapes (DDIM, 20 steps, guidance 5, 64px)")
     print("| walk | mode | frames | renders | renders/frames | CV | max/mean | ISTD | 1-Gini | discontinuities |")
