@@ -567,9 +567,10 @@ class _Segment:
         """Queue a round's positions as shared renders; those already made come back.
 
         Each starts between its nearest neighbours among the renders made and the round's
-        coarser positions (latentblending's bisection order: t = 1/2 before 1/4 and 3/4), at the
-        step sharing.start_step gives for the change between the neighbours' pictures: measured,
-        or for a neighbour of this round not made yet, its share of the measured gap it splits.
+        coarser positions (latentblending's bisection order: t = 1/2 before 1/4 and 3/4, where
+        a round puts several in one gap), at the step sharing.start_step gives for the change
+        between the neighbours' pictures: measured, or for a neighbour of this round not made
+        yet, its share of the measured gap it splits. The first look starts from noise.
         So every start is known now and a render waits only for its neighbours to pass its start
         step, not to finish: the round's renders run side by side. In a suspected discontinuity,
         and where a neighbour starts later than the render would, it starts from its own noise."""
@@ -591,7 +592,11 @@ class _Segment:
                 whole = feature_distance(self.features[outer_lo], self.features[outer_hi])
                 change = whole * (hi - lo) / (outer_hi - outer_lo)
             frames_worth = change / per_frame
-            step = sharing.start_step(frames_worth, steps, jump=self.placer.suspect(outer_lo, outer_hi))
+            # The first look along the segment is where the placement finds its jumps: its renders
+            # are the model's own pictures (a mix across a jump would hide it), and with no
+            # neighbours to wait for they fill the pool together (measured: evener and faster).
+            first_look = self.placer.rounds <= 1
+            step = 0 if first_look else sharing.start_step(frames_worth, steps, jump=self.placer.suspect(outer_lo, outer_hi))
             ends = (position(self.a, self.b, lo), lo), (position(self.a, self.b, hi), hi)
             if step and any(planned.get(x, 0) > step for x in (lo, hi)):
                 step = 0  # a neighbour of this round starts later: it never holds this step's latents

@@ -9,7 +9,8 @@ the model, where the mix would be a double exposure of both sides), it starts fr
 The render loop asks `start_step` for each in-between render as placement names it; the
 decision depends only on the two neighbours' measured change and on what they kept, so a
 resumed or sharded render makes the same decisions. Keyframes always start from noise (they
-are `generate`'s pictures).
+are `generate`'s pictures), and so does the first look along a segment (render.py: where the
+placement finds the model's jumps, a mix across one would hide it).
 """
 
 from __future__ import annotations

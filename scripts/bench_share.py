@@ -50,7 +50,7 @@ def read_frames(path: Path):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=24, help="frames per segment")
-    parser.add_argument("--walks", type=int, default=len(WALKS), help="the first N walks only")
+    parser.add_argument("--walks", default=",".join(str(i + 1) for i in range(len(WALKS))), help="which walks, by number (1-6) [default: all]")
     parser.add_argument("--model", help="another model (a saved pipeline's folder): wall time only, no ghosts")
     parser.add_argument("--size", help="with --model: its size, e.g. 512x512")
     parser.add_argument("--steps", type=int, help="sampling steps [default: the preset's]")
@@ -75,7 +75,7 @@ def main() -> None:
     print("| walk | mode | frames | calls/frame | seconds | CV | max/mean | diff to unshared | ghosts | crossfade frames |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     rows = []
-    for label, walk in WALKS[: args.walks]:
+    for label, walk in [WALKS[int(i) - 1] for i in args.walks.split(",")]:
         got = {}
         for mode in ("--no-share", "--share"):
             out = f"{mode.strip('-')}-{len(rows)}.mp4"
