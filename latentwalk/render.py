@@ -589,8 +589,8 @@ class _Segment:
             if lo in self.features and hi in self.features:
                 change = feature_distance(self.features[lo], self.features[hi])
             else:
-                whole = feature_distance(self.features[outer_lo], self.features[outer_hi])
-                change = whole * (hi - lo) / (outer_hi - outer_lo)
+                around_change = feature_distance(self.features[outer_lo], self.features[outer_hi])
+                change = around_change * (hi - lo) / (outer_hi - outer_lo)
             frames_worth = change / per_frame
             # The first look along the segment is where the placement finds its jumps: its renders
             # are the model's own pictures (a mix across a jump would hide it), and with no
