@@ -5,7 +5,11 @@ A family knows, for its pipeline class:
 - `conditioning(prompt, negative)`: a keyframe as named [1, ...] float32 tensors; `constant`
   names those that do not move between keyframes (all others follow the walk's --interp);
 - `latent_shape(width, height)`: one frame's initial noise, [C, h, w];
-- `denoise(latents, cond, steps, guidance, step_noise)`: a batch, one row per frame;
+- the sampler's space and its model call: `begin(steps, shape)` (the scheduler set for a latent
+  shape), `start(noise)` and `finish(latents)` (into and out of the sampler's space: Flux packs),
+  `predict(latents, t, cond, guidance)` (one guided call, each row at its own timestep t[i]),
+  and `scales_input`; the loop over steps is common.Rows, shared by every family, and
+  `denoise(latents, cond, steps, guidance, step_noise)` runs a batch from noise through it;
 - `decode(latents)`: uint8 frames [B, H, W, 3];
 - `default_size`, `size_factor` and `sampler_kind` ("noise" or "flow", see schedulers.py).
 
