@@ -200,9 +200,7 @@ class Renderer:
         # reductions may sum in another order for another row count (on a GPU).
         padded = chunk + [chunk[-1]] * (size - len(chunk))
         noise, cond = self.inputs(padded)
-        step_noise = _per_row(self.step_noise(padded), len(padded))
-        rows = [self.rows.trajectory(p, {k: v[i : i + 1] for k, v in cond.items()}, step_noise(i), noise=noise[i : i + 1], keep=self.keep)
-                for i, p in enumerate(chunk)]  # fmt: skip
+        rows = self.rows.from_noise(noise, cond, self.step_noise(padded), count=len(chunk), keep=self.keep)
         latents = self.rows.run(rows, size)
         self.backend.sync()
         self._count(len(chunk) * self.steps, len(chunk) * self.steps)
@@ -255,12 +253,16 @@ class Renderer:
                 return row.kept.get(step)
         if any(entry[0] == pos for entry in self.pending):
             return None
-        if pos not in self.kept:
-            stored = self.store.load_latents(pos) if hasattr(self.store, "load_latents") else None
-            if stored is None:
-                return None
-            self.kept[pos] = {k: v.to(self.noises.device) for k, v in stored.items()}
+        if pos not in self.kept and not self._load_latents(pos):
+            return None
         return self.kept[pos].get(step)
+
+    def _load_latents(self, pos: Pos) -> bool:
+        """An earlier run's kept latents of a render, held from now on; False if there are none."""
+        stored = self.store.load_latents(pos)
+        if stored is not None:
+            self.kept[pos] = {k: v.to(self.noises.device) for k, v in stored.items()}
+        return stored is not None
 
     # ---- Shared trajectories: a pool of renders, each at its own step ---------------------------
 
@@ -268,7 +270,7 @@ class Renderer:
         """A render an earlier run made: its picture, and when sharing its kept latents too
         (a render whose latents are lost is made again, exactly: later renders start from them)."""
         image = self.store.load(pos)
-        if image is not None and self.sharing and pos not in self.kept and self.store.load_latents(pos) is None:
+        if image is not None and self.sharing and pos not in self.kept and not self._load_latents(pos):
             return None
         return image
 
@@ -424,22 +426,6 @@ class Renderer:
         self.cache = {}
 
 
-def _per_row(batch_noise, rows: int):
-    """Row i's share of a batch's step noise, drawn once per step for the whole batch."""
-    drawn: dict[int, torch.Tensor] = {}
-
-    def row(i: int):
-        def noise(step: int, shape: tuple[int, ...]) -> torch.Tensor:
-            if step not in drawn:
-                drawn.clear()
-                drawn[step] = batch_noise(step, (rows, *shape[1:]))
-            return drawn[step][i : i + 1]
-
-        return noise
-
-    return row
-
-
 def blend(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
     """A crossfade frame: the pixel mix of two renders."""
     mixed = (1 - alpha) * x.astype(np.float32) + alpha * y.astype(np.float32)
@@ -563,7 +549,7 @@ class _Segment:
         self.settled = not positions
         return positions
 
-    def share(self, positions: list[Pos], steps: int) -> list[Pos]:
+    def share(self, positions: list[Pos]) -> list[Pos]:
         """Queue a round's positions as shared renders; those already made come back.
 
         Each starts between its nearest neighbours among the renders made and the round's
@@ -596,7 +582,7 @@ class _Segment:
             # are the model's own pictures (a mix across a jump would hide it), and with no
             # neighbours to wait for they fill the pool together (measured: evener and faster).
             first_look = self.placer.rounds <= 1
-            step = 0 if first_look else sharing.start_step(frames_worth, steps, jump=self.placer.suspect(outer_lo, outer_hi))
+            step = 0 if first_look else sharing.start_step(frames_worth, self.renderer.steps, jump=self.placer.suspect(outer_lo, outer_hi))
             ends = (position(self.a, self.b, lo), lo), (position(self.a, self.b, hi), hi)
             if step and any(planned.get(x, 0) > step for x in (lo, hi)):
                 step = 0  # a neighbour of this round starts later: it never holds this step's latents
@@ -669,7 +655,7 @@ def _placed(renderer: Renderer, spec: RenderSpec) -> Iterator[tuple[Frame, np.nd
             if not segment.waiting and not segment.settled:
                 asked = segment.ask()
                 if renderer.sharing:
-                    found += segment.share(asked, renderer.steps)
+                    found += segment.share(asked)
                 else:
                     queue += asked
         if found:  # shared renders an earlier run made

@@ -90,6 +90,22 @@ def shares_steps(scheduler) -> bool:
     return getattr(scheduler, "order", 1) == 1 and (hasattr(scheduler, "set_begin_index") or stateless)
 
 
+def per_row(batch_noise: StepNoise, rows: int) -> Callable[[int], StepNoise]:
+    """Row i's share of a batch's step noise, drawn once per step for all `rows` rows."""
+    drawn: dict[int, torch.Tensor] = {}
+
+    def row(i: int) -> StepNoise:
+        def noise(step: int, shape: tuple[int, ...]) -> torch.Tensor:
+            if step not in drawn:
+                drawn.clear()
+                drawn[step] = batch_noise(step, (rows, *shape[1:]))
+            return drawn[step][i : i + 1]
+
+        return noise
+
+    return row
+
+
 class Rows:
     """The sampling loop over trajectories: `call(rows, size)` advances each row one step in
     one model call of `size` rows (topped up with copies of the last)."""
@@ -109,6 +125,15 @@ class Rows:
         elif hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(step)
         return Trajectory(key, latents, step, scheduler, cond, step_noise, keep)
+
+    def from_noise(self, noise: torch.Tensor, cond: dict[str, torch.Tensor], step_noise: StepNoise | None,
+                   count: int | None = None, keep=()) -> list[Trajectory]:  # fmt: skip
+        """Rows for the first `count` of a batch's initial noise [B, ...] and conditioning (all
+        B by default); the step noise is drawn for the whole batch once a step and shared out."""
+        count = noise.shape[0] if count is None else count
+        row_noise = None if step_noise is None else per_row(step_noise, noise.shape[0])
+        return [self.trajectory(i, {k: v[i : i + 1] for k, v in cond.items()}, None if row_noise is None else row_noise(i),
+                                noise=noise[i : i + 1], keep=keep) for i in range(count)]  # fmt: skip
 
     @torch.inference_mode()
     def call(self, rows: list[Trajectory], size: int | None = None) -> None:

@@ -128,8 +128,7 @@ class StableDiffusion:
         """Denoise a batch of initial latents [B, ...] under per-row conditioning, as the
         pipeline's __call__ does for prompt embeddings and a CPU generator."""
         rows = Rows(self, steps, guidance, tuple(noise.shape[1:]))
-        one = lambda i: None if step_noise is None else (lambda step, shape: step_noise(step, (noise.shape[0], *shape[1:]))[i : i + 1])  # noqa: E731
-        return rows.run([rows.trajectory(i, {k: v[i : i + 1] for k, v in cond.items()}, one(i), noise[i : i + 1]) for i in range(noise.shape[0])])
+        return rows.run(rows.from_noise(noise, cond, step_noise))
 
     def begin(self, steps: int, shape: tuple[int, ...]):
         """The scheduler, set for `steps` at this latent shape [C, h, w]."""
