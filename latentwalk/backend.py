@@ -402,6 +402,13 @@ class Backend:
 
         return shares_steps(self.pipe.scheduler)
 
+    def invert(self, picture: np.ndarray, cond: dict[str, torch.Tensor], steps: int, guidance: float) -> torch.Tensor:
+        """The initial noise [1, C, h, w] (float32) from which this sampler draws `picture`
+        (uint8 [H, W, 3] at the render's size) back under `cond` and `guidance`: the family's
+        inversion (DDIM for the UNet families, the flow ODE backwards for SD 3 and Flux)."""
+        latents = self.family.encode_image(torch.from_numpy(picture)[None])
+        return self.family.invert(latents, cond, steps, guidance).float()
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents to 8-bit RGB frames [B, H, W, 3], still on the device."""
         return self.family.decode(latents)

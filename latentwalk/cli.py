@@ -93,6 +93,7 @@ OnBeats = Annotated[Optional[int], typer.Option("--on-beats", help="Keyframes on
 ShardOpt = Annotated[Optional[str], typer.Option("--shard", help="Render only part K of N of the walk (K/N, e.g. 2/4) into a segment video and its manifest; `latentwalk concat` joins the parts into the video one run would make. An evenly placed walk splits by whole segments, --no-smooth by frames. [default: the whole walk]", show_default=False)]
 RayOpt = Annotated[Optional[str], typer.Option("--ray", help="Render the walk's parts as Ray tasks, one GPU each (CPUs without GPUs), and join them: the address of a Ray cluster, or 'local' to start one on this machine. Needs latentwalk[ray].", show_default=False)]
 Workers = Annotated[Optional[int], typer.Option("--workers", help="With --ray: parts to split the walk into, rendered side by side. [default: 2]", show_default=False)]
+Fit = Annotated[Optional[str], typer.Option("--fit", help="How an image= keyframe's picture takes the frame's shape: crop (the centre, at the frame's aspect), pad (all of it, on white) or stretch. [default: crop]", show_default=False)]
 VideoOut = Annotated[Optional[Path], typer.Option("--output", "-o", help="Video file: .mp4 (H.264), .webm (VP9) or .gif. [default: from the prompt]", show_default=False)]
 
 
@@ -113,12 +114,12 @@ WALK = {
     "ease": (Ease, None), "smooth": (Smooth, True), "share": (Share, False), "crossfade": (Crossfade, True), "audio": (Audio, None),
     "audio_start": (AudioStart, None), "audio_duration": (AudioDuration, None), "audio_react": (AudioReact, None),
     "on_beats": (OnBeats, None), "crf": (Crf, None), "frames_dir": (FramesDir, None), "keep_frames": (KeepFrames, False),
-    "shard": (ShardOpt, None), "ray": (RayOpt, None), "workers": (Workers, None),
+    "shard": (ShardOpt, None), "ray": (RayOpt, None), "workers": (Workers, None), "fit": (Fit, None),
 }  # fmt: skip
 OUTPUT = {"overwrite": (Overwrite, False), "quiet": (Quiet, False), "json_out": (Json, False)}
 # The flags that are Settings (job.py), and so also preset keys; the rest of MODEL is the Engine.
 SETTINGS = ("model", "revision", "family", "model_config", "lora", "vae", "steps", "guidance", "size", "negative",
-            "scheduler", "long_prompts", "device", "dtype", "batch_size", "fps", "frames", "crf", "ease")  # fmt: skip
+            "scheduler", "long_prompts", "device", "dtype", "batch_size", "fps", "frames", "crf", "ease", "fit")  # fmt: skip
 
 
 def takes(*groups: dict) -> Callable:
@@ -294,13 +295,23 @@ def prompt_walk(
     A line may give its time instead, at=SECONDS from the start of the video (with --audio,
     from --audio-start): 'a castle at night | at=12.5'. Keyframes without one are spread evenly
     between those with one.
+
+    A keyframe may be a picture of yours, image=FILE (PNG, JPEG or WebP, relative to the
+    prompts file), with a prompt that describes it or none: the walk starts from, passes
+    through or ends on it (its inversion; --fit sets how it takes the frame's shape):
+      a castle at dusk | image=photos/castle.jpg
+      image=sketch.png
     """
+    from latentwalk.pictures import checked
+
     with one_line_errors():
         settings, engine, _ = settings_of(flags)
         check_interp(interp)
-        keyframes = read_prompts(prompts_file, parse_seed(seed, "--seed"), settings.negative)
+
+        keyframes = checked(read_prompts(prompts_file, parse_seed(seed, "--seed"), settings.negative), str(prompts_file))
         for k in keyframes:
-            check_prompt(k.prompt)
+            if k.image is None:  # a picture's words may be empty
+                check_prompt(k.prompt)
         own = {"prompts_file": prompts_file, "seed": seed, "interp": interp}
         walk("prompt-walk", settings, engine, keyframes, flags, "prompts", prompts_file.with_suffix(".mp4"), "slerp", interp, own)
 

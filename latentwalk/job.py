@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ DEFAULTS = dict(
     family=None,  # a single-file model's family (catalog.SINGLE_FILE), when its keys do not tell
     model_config=None,  # a single-file model's configs and tokenizers: a diffusers folder or hub id
     long_prompts=False,  # encode prompts past CLIP's 77 tokens in chunks
+    fit="crop",  # how an image keyframe's picture takes the frame's shape (pictures.py)
 )
 
 
@@ -65,6 +67,7 @@ class Settings:
     family: str | None = None
     model_config: str | None = None
     long_prompts: bool = False
+    fit: str = "crop"
 
 
 def resolve_settings(preset: str | None, **flags) -> Settings:
@@ -93,6 +96,10 @@ def resolve_settings(preset: str | None, **flags) -> Settings:
         raise BadInput(f"--ease must be one of {', '.join(EASINGS)}, got {values['ease']!r}")
     if values["size"] is not None:
         values["size"] = parse_size(str(values["size"]))
+    if values["fit"] != "crop":
+        from latentwalk.pictures import check_fit
+
+        check_fit(values["fit"])
     if values["scheduler"] is not None:
         check_sampler(values["scheduler"], values)  # milliseconds, not a model load
     values["lora"] = [parse_lora(item) if isinstance(item, str) else [str(item[0]), float(item[1])] for item in values["lora"]]
@@ -231,7 +238,8 @@ class Job:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["keyframes"] = [{k: v for k, v in asdict(k).items() if k != "line"} for k in self.keyframes]
+        # A keyframe's picture only where it has one: older manifests and keys stay as they were.
+        data["keyframes"] = [{k: v for k, v in asdict(k).items() if k != "line" and not (k in PICTURE and v is None)} for k in self.keyframes]
         # Compact: a long walk has thousands of frames. A crossfade frame adds t2 and alpha.
         data["plan"] = None if self.plan is None else [
             [f.index, f.a, f.b, f.t] + ([f.t2, f.alpha] if f.t2 is not None else []) for f in self.plan
@@ -279,6 +287,10 @@ class Job:
     def check(self) -> None:
         """What a hand-edited manifest could get wrong; the CLI's parsers already ensure it."""
         n = len(self.keyframes)
+        for k in self.keyframes:
+            if (k.image is None) != (k.image_sha256 is None) or not (k.image is None or (
+                    isinstance(k.image, str) and isinstance(k.image_sha256, str) and re.fullmatch(r"[0-9a-f]{64}", k.image_sha256))):
+                raise BadInput("a keyframe's picture needs both its file (image) and its sha256 (image_sha256)")  # fmt: skip
         for a, b, t, step, lo, hi in self.starts or []:
             if not (0 <= a < n and 0 <= b < n and 0 <= lo < t < hi <= 1 and step >= 0):
                 raise BadInput(f"the manifest's start of the render at ({a}, {b}, t={t}) is not one a walk makes")
@@ -316,6 +328,10 @@ class Job:
                 and isinstance(s.negative, str) and all(isinstance(k.prompt, str) and isinstance(k.seed, int) for k in self.keyframes)):
             raise BadInput("a setting or keyframe has the wrong type")  # fmt: skip
         check_positive("steps", self.settings.steps, limit=1000)
+        if self.settings.fit != "crop":
+            from latentwalk.pictures import check_fit
+
+            check_fit(self.settings.fit)
         check_positive("batch_size", self.settings.batch_size, limit=1024)
 
 
@@ -373,7 +389,8 @@ _NOT_RENDERS = ("plan", "lengths", "smooth", "crossfade", "chunks", "loop", "dis
 
 
 # Settings added after 0.1, left out of the key at their defaults: older interrupted renders resume.
-_LATER = {"family": None, "model_config": None, "long_prompts": False, "shard": None, "share": False}
+_LATER = {"family": None, "model_config": None, "long_prompts": False, "shard": None, "share": False, "fit": "crop"}
+PICTURE = ("image", "image_sha256")  # a keyframe's picture: left out where it has none
 
 
 def job_key(job: Job, identity: dict[str, Any]) -> str:
@@ -381,7 +398,8 @@ def job_key(job: Job, identity: dict[str, Any]) -> str:
     not pin down: the resolved device and dtype, the model's files and the library versions."""
     data = {k: v for k, v in job.to_dict().items() if k not in _NOT_RENDERS and not (k in _LATER and v == _LATER[k])}
     data["settings"] = {k: v for k, v in data["settings"].items() if k not in _NOT_PIXELS and not (k in _LATER and v == _LATER[k])}
-    data["keyframes"] = [{k: v for k, v in kf.items() if k not in ("frames", "at")} for kf in data["keyframes"]]
+    # A picture by its content: where it lies does not change a pixel.
+    data["keyframes"] = [{k: v for k, v in kf.items() if k not in ("frames", "at", "image")} for kf in data["keyframes"]]
     if job.share and job.smooth:
         # A shared render starts from its neighbours, which the placement chose: what decides
         # the placement decides its pixels too (the frames, the easing, the music, the fades).
@@ -396,6 +414,7 @@ def render_id(job: Job) -> str:
     """The whole render a shard is part of: every field of its job but the shard's own and
     what its run found (positions, batches, jumps); the audio by content, not by where it is."""
     data = {k: v for k, v in job.to_dict().items() if k not in ("plan", "chunks", "discontinuities", "shard")}
+    data["keyframes"] = [{k: v for k, v in kf.items() if k != "image"} for kf in data["keyframes"]]
     if data.get("audio"):
         data["audio"] = {k: v for k, v in data["audio"].items() if k != "file"}
     # Where each part ran is not which render it is: a GPU of its own (cuda:1), a model folder

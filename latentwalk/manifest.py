@@ -183,6 +183,7 @@ def to_job(manifest: dict, path: Path, device: str | None = None) -> Job:
     """The manifest's job, with what its run resolved pinned (size, batch size, dtype, device;
     the hub commit), after checking that a local model is still the one it names."""
     job = Job.from_dict(manifest["job"])
+    find_pictures(job, path)
     resolved, model = manifest["resolved"], manifest["model"]
     try:
         job.settings.size = (int(resolved["width"]), int(resolved["height"]))
@@ -236,6 +237,26 @@ def find_audio(audio: dict, manifest_file: Path, given: Path | None) -> Path:
             return path
     raise BadInput(f"the manifest needs its audio {name!r} (sha256 {audio['sha256'][:12]}...), which is not at {audio['file']!r} "
                    f"nor beside the manifest (or has changed); give it with --audio")  # fmt: skip
+
+
+def find_pictures(job: Job, manifest_file: Path) -> None:
+    """Each image keyframe's picture: where it was, else beside the manifest by name; the same
+    bytes (sha256), or the walk would not start from the same noise."""
+    from dataclasses import replace
+
+    from latentwalk.audio import file_sha256
+
+    for i, keyframe in enumerate(job.keyframes):
+        if keyframe.image is None:
+            continue
+        name = Path(keyframe.image).name
+        for candidate in (Path(keyframe.image), manifest_file.parent / name):
+            if candidate.is_file() and file_sha256(candidate) == keyframe.image_sha256:
+                job.keyframes[i] = replace(keyframe, image=str(candidate.resolve()))
+                break
+        else:
+            raise BadInput(f"the manifest needs the picture {name!r} of keyframe {i} (sha256 {keyframe.image_sha256[:12]}...), which is not at "
+                           f"{keyframe.image!r} nor beside the manifest (or has changed); put it back or beside the manifest")  # fmt: skip
 
 
 def legacy_chunks(job: Job) -> list[list[tuple[int, int, float]]]:

@@ -14,12 +14,15 @@ memory.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import queue
 import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -66,6 +69,11 @@ class RenderSpec:
     # re-render starts each render as recorded.
     share: bool = False
     starts: dict[Pos, tuple[int, float, float]] | None = None
+    # Image keyframes (pictures.py): how a picture takes the frame's shape, and what names the
+    # model for the inversions kept in the cache (the runner's identity: model files, dtype,
+    # device, versions).
+    fit: str = "crop"
+    identity: str = ""
     # Filled in while rendering: every frame's position, the batches rendered, discontinuities.
     frames: list[Frame] = field(default_factory=list)
     rendered: list[list[Pos]] = field(default_factory=list)
@@ -73,6 +81,8 @@ class RenderSpec:
     renders: int = 0  # distinct renders the frames came from, made now or found in the store
     resumed: int = 0  # of those, found in the store (an earlier run's)
     shared: dict[Pos, tuple[int, float, float]] = field(default_factory=dict)  # the pool's renders: their starts
+    pictures: dict[int, float] = field(default_factory=dict)  # image keyframes: mean difference of the frame to the picture (0-255)
+    inversions: int = 0  # pictures inverted now (the others were in the cache)
     model_calls: int = 0  # denoising steps summed over the renders made now (B rows in one call count B)
     model_calls_unshared: int = 0  # what the same renders cost from their own noise
     batches: int = 0  # model calls as made: rows side by side count once
@@ -128,8 +138,9 @@ class Renderer:
         timings = spec.timings
         started = time.perf_counter()
         self.conds = backend.keyframe_conditioning([(k.prompt, k.negative) for k in spec.keyframes])
-        self.noises = torch.cat([backend.noise(k.seed, spec.width, spec.height) for k in spec.keyframes])
         timings["encode"] += time.perf_counter() - started
+        self.pictures: dict[int, np.ndarray] = {}  # image keyframes' pictures, fitted to the frame
+        self.noises = torch.cat([self.keyframe_noise(i, k) for i, k in enumerate(spec.keyframes)])
         self.mix_noise = INTERPOLATIONS[spec.noise_interp]
         self.mix_cond = INTERPOLATIONS[spec.cond_interp]
         self.recorded = {p: chunk for chunk in (spec.chunks or []) for p in chunk}
@@ -154,6 +165,37 @@ class Renderer:
             if step:
                 for end in (lo, hi):
                     self.needed[position(a, b, end)] += 1
+
+    def keyframe_noise(self, i: int, keyframe: Keyframe) -> torch.Tensor:
+        """A keyframe's initial noise: its seed's, or for a picture its inversion under the
+        keyframe's prompt at the walk's steps, guidance and size, made once and kept in the
+        cache by everything that decides it (the picture's sha256, the fit, the model, the
+        sampler, the prompt's tensors), so every walk it is in starts from the same noise."""
+        spec = self.spec
+        if keyframe.image is None:
+            return self.backend.noise(keyframe.seed, spec.width, spec.height)
+        from latentwalk.pictures import load
+        from latentwalk.workdir import load_inversion, save_inversion
+
+        picture = self.pictures[i] = load(Path(keyframe.image), spec.width, spec.height, spec.fit)
+        cond = {name: value[i : i + 1] for name, value in self.conds.items()}
+        scheduler = self.backend.pipe.scheduler
+        digest = hashlib.sha256()
+        for name in sorted(cond):
+            digest.update(name.encode() + cond[name].float().cpu().numpy().tobytes())
+        key = hashlib.sha256(json.dumps({
+            "picture": keyframe.image_sha256, "fit": spec.fit, "size": [spec.width, spec.height], "steps": spec.steps,
+            "guidance": spec.guidance, "sampler": [type(scheduler).__name__, dict(scheduler.config)], "model": spec.identity,
+            "cond": digest.hexdigest(), "inversion": self.backend.family.inversion,
+        }, sort_keys=True, default=str).encode()).hexdigest()[:32]  # fmt: skip
+        noise = load_inversion(key)
+        if noise is None:
+            started = time.perf_counter()
+            noise = self.backend.invert(picture, cond, spec.steps, spec.guidance)
+            save_inversion(key, noise)
+            spec.inversions += 1
+            spec.timings["invert"] += time.perf_counter() - started
+        return noise.to(self.backend.device)
 
     def batches(self, positions: list[Pos]) -> list[list[Pos]]:
         """The batches that make these positions: of the batch size, in order, or the batches
@@ -489,11 +531,13 @@ def _keyframes(renderer: Renderer, spec: RenderSpec, keys, needed: set[int] | No
     repeats: list[tuple[Pos, Pos]] = []
     for k in keys:
         keyframe = spec.keyframes[k]
-        same = first.setdefault((keyframe.prompt, keyframe.negative, keyframe.seed), (k, k, 0.0))
+        same = first.setdefault((keyframe.prompt, keyframe.negative, keyframe.seed, keyframe.image_sha256), (k, k, 0.0))
         if same != (k, k, 0.0):
             repeats.append(((k, k, 0.0), same))  # a walk that comes back: the same picture
             continue
-        groups.setdefault((keyframe.prompt, keyframe.negative), []).append((k, k, 0.0))
+        # A picture's keyframe in a batch of its own: its frame is the same in any walk.
+        group = (keyframe.prompt, keyframe.negative) if keyframe.image is None else ("image", k)
+        groups.setdefault(group, []).append((k, k, 0.0))
     for positions in groups.values():
         for chunk in renderer.batches(positions):
             if needed is None or any(p[0] in needed for p in chunk) or any(same in chunk for pos, same in repeats if pos[0] in needed):
@@ -501,6 +545,12 @@ def _keyframes(renderer: Renderer, spec: RenderSpec, keys, needed: set[int] | No
     for pos, same in repeats:
         if needed is None or pos[0] in needed:
             renderer.alias(pos, same)
+    # How close each picture's frame came back (the walk's guidance and sampler draw it).
+    from latentwalk.pictures import difference
+
+    for k, picture in renderer.pictures.items():
+        if needed is None or k in needed:
+            spec.pictures[k] = round(difference(renderer.image((k, k, 0.0)), picture), 3)
     renderer.forget()
 
 

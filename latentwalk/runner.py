@@ -132,7 +132,7 @@ def run(job: Job, sink, options: Options, warn: Callable[[str], None], texts: Te
             frames = options.frames_dir is not None or options.keep_frames
             store = FrameStore(folder, key, description, replace_foreign=options.overwrite, frames=frames)
             try:
-                summary = _render(job, sink, options, store, timings, warn, texts, device, dtype, only)
+                summary = _render(job, sink, options, store, timings, warn, texts, device, dtype, only, identity)
             except BaseException as e:
                 # Keep what was made; a work directory that never got a render is just litter.
                 store.close(remove=not store.present and options.frames_dir is None)
@@ -151,7 +151,7 @@ def run(job: Job, sink, options: Options, warn: Callable[[str], None], texts: Te
     return summary
 
 
-def _render(job, sink, options, store: FrameStore, timings, warn, texts, device, dtype, only) -> dict:
+def _render(job, sink, options, store: FrameStore, timings, warn, texts, device, dtype, only, identity: dict) -> dict:
     from latentwalk.placement import EXTRA_MUSIC, EXTRA_RENDERS, render_budget
     from latentwalk.progress import Progress, pick_mode
     from latentwalk.render import RenderSpec, render_frames, write_frames
@@ -181,7 +181,8 @@ def _render(job, sink, options, store: FrameStore, timings, warn, texts, device,
                       job.noise_interp, job.cond_interp, timings, lengths=job.lengths, loop=job.loop,
                       ease=settings.ease, profile=profile, extra=extra, crossfade=job.crossfade, chunks=job.chunks, only=only,
                       shard=None if job.shard is None else Shard(**job.shard), share=job.share,
-                      starts=None if job.starts is None else {(a, b, t): (k, lo, hi) for a, b, t, k, lo, hi in job.starts})  # fmt: skip
+                      starts=None if job.starts is None else {(a, b, t): (k, lo, hi) for a, b, t, k, lo, hi in job.starts},
+                      fit=settings.fit, identity=json.dumps(identity, sort_keys=True))  # fmt: skip
     if job.chunks is not None:
         most = sum(len(c) for c in job.chunks)
     elif placed:
@@ -222,6 +223,10 @@ def _render(job, sink, options, store: FrameStore, timings, warn, texts, device,
                 job.starts = [[*pos, *start] for pos, start in spec.shared.items()]
             facts.update(_facts(job, spec, motion))
             facts.update(model_calls=spec.model_calls, model_calls_unshared=spec.model_calls_unshared, shared=job.share)
+            if spec.pictures:
+                # Each picture's frame against the picture itself: how faithful its inversion is.
+                facts["pictures"] = [{"keyframe": k, "file": job.keyframes[k].image, "sha256": job.keyframes[k].image_sha256,
+                                      "difference": d} for k, d in sorted(spec.pictures.items())]  # fmt: skip
         if store.frames:
             store.trim_frames(job.first_frame + job.frame_count)
         sink.finish()
@@ -233,6 +238,7 @@ def _render(job, sink, options, store: FrameStore, timings, warn, texts, device,
         # Denoising steps summed over the renders made now (B rows in one call count B), and what
         # the same renders would have cost from their own noise: the saving of --share.
         "model_calls": spec.model_calls, "model_calls_unshared": spec.model_calls_unshared, "batches": spec.batches,
+        "inversions": spec.inversions,
         "width": width, "height": height, "model": settings.model, "batch_size": batch, "work_dir": str(store.folder),
     }  # fmt: skip
     summary.update(facts)

@@ -28,6 +28,10 @@ class Keyframe:
     frames: int | None = None  # length of the segment that starts here; None: the walk's default
     at: float | None = None  # seconds from the video's start where this keyframe shows (music.py)
     line: int | None = None  # line number in the prompts file, for error messages
+    # A picture of the user's (pictures.py): the keyframe starts from its inversion. Its absolute
+    # path, and its sha256 once checked: the sha256 is what the picture is, the path where it was.
+    image: str | None = None
+    image_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -222,12 +226,15 @@ def check_positive(name: str, value, limit: float = MAX_FRAMES) -> None:
 
 
 # Options a prompts-file line may carry after its prompt: `a castle at dawn | seed=7 | frames=60`,
-# or with a time instead of a length: `a castle at night | at=12.5` (seconds into the video).
-LINE_OPTIONS = ("seed", "frames", "negative", "at")
+# or with a time instead of a length: `a castle at night | at=12.5` (seconds into the video), or
+# a picture of the user's that the prompt describes: `a castle at dusk | image=castle.jpg`.
+LINE_OPTIONS = ("seed", "frames", "negative", "at", "image")
 
 
-def parse_prompts(text: str, default_seed: int, default_negative: str = "", source: str = "prompts") -> list[Keyframe]:
-    """Keyframes from a prompts file: one per line, blank lines and #-comments skipped."""
+def parse_prompts(text: str, default_seed: int, default_negative: str = "", source: str = "prompts",
+                  folder: Path | None = None) -> list[Keyframe]:  # fmt: skip
+    """Keyframes from a prompts file: one per line, blank lines and #-comments skipped. An
+    image= path is taken relative to `folder` (the prompts file's)."""
     keyframes = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -235,8 +242,10 @@ def parse_prompts(text: str, default_seed: int, default_negative: str = "", sour
             continue
         where = f"{source}:{number}"
         prompt, *options = (part.strip() for part in line.split("|"))
-        if not prompt:
-            raise BadInput(f"{where}: the line has options but no prompt")
+        if re.match(r"image\s*=", prompt):  # a picture with no words: `image=photo.jpg`
+            prompt, options = "", [prompt, *options]
+        if not prompt and not any(re.match(r"image\s*=", option) for option in options):
+            raise BadInput(f"{where}: the line has options but no prompt (only a line with image= may have none)")
         keyframe = Keyframe(prompt=prompt, seed=default_seed, negative=default_negative, line=number)
         seen = set()
         for option in options:
@@ -259,6 +268,11 @@ def parse_prompts(text: str, default_seed: int, default_negative: str = "", sour
                 if not (math.isfinite(at) and 0 <= at <= 24 * 3600):
                     raise BadInput(f"{where}: at= must be a time in seconds from 0 to 86400, got {value!r}")
                 keyframe = replace(keyframe, at=at)
+            elif key == "image":
+                if not value:
+                    raise BadInput(f"{where}: image= needs a file name")
+                path = Path(value).expanduser()
+                keyframe = replace(keyframe, image=str(path if path.is_absolute() or folder is None else folder / path))
             elif key == "frames":
                 if not re.fullmatch(r"\d+", value) or not 0 < int(value) <= MAX_FRAMES:
                     raise BadInput(f"{where}: frames must be a whole number from 1 to {MAX_FRAMES}, got {value!r}")
@@ -291,7 +305,7 @@ def read_prompts(path: Path, default_seed: int, default_negative: str = "") -> l
         raise BadInput(f"cannot read prompts file {str(path)!r}: {e.strerror}") from None
     if "\x00" in text:
         raise BadInput(f"prompts file {str(path)!r} is binary, not text")
-    return parse_prompts(text, default_seed, default_negative, source=str(path))
+    return parse_prompts(text, default_seed, default_negative, source=str(path), folder=path.parent)
 
 
 def check_walk(keyframes: list[Keyframe], loop: bool, what: str) -> None:
@@ -305,7 +319,7 @@ def check_walk(keyframes: list[Keyframe], loop: bool, what: str) -> None:
         )
     pairs = list(zip(keyframes, keyframes[1:] + (keyframes[:1] if loop else [])))
     for k0, k1 in pairs:
-        if (k0.prompt, k0.negative, k0.seed) == (k1.prompt, k1.negative, k1.seed):
+        if (k0.prompt, k0.negative, k0.seed, k0.image) == (k1.prompt, k1.negative, k1.seed, k1.image):
             raise BadInput(
                 f"{_where(k1)}two neighbouring keyframes are identical (seed {k1.seed}); "
                 "the segment between them would be a still"

@@ -42,6 +42,30 @@ def work_root() -> Path:
     return cache_root() / "work"
 
 
+def inversion_path(key: str) -> Path:
+    """Where a picture's inversion is kept (render.Renderer): shared by every walk it is in,
+    so a picture is inverted once per model, prompt, steps, size and fit."""
+    return cache_root() / "inversions" / f"{key}.safetensors"
+
+
+def save_inversion(key: str, noise) -> None:
+    from safetensors.torch import save
+
+    path = inversion_path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_whole(path, save({"noise": noise.detach().contiguous().cpu()}))
+
+
+def load_inversion(key: str):
+    """A kept inversion, or None when there is none (or it cannot be read: then it is made again)."""
+    from safetensors.torch import load
+
+    try:
+        return load(inversion_path(key).read_bytes())["noise"]
+    except Exception:  # noqa: BLE001 - missing or damaged
+        return None
+
+
 class Lock:
     """An exclusive, non-blocking flock on `path`; the file says who holds it, for messages."""
 

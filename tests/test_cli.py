@@ -168,7 +168,7 @@ BAD_INPUTS = [
     (["prompt-walk", "folder"], "prompts file 'folder' is a directory"),
     (["prompt-walk", "latin1.txt"], "prompts file 'latin1.txt' is not UTF-8 text"),
     (["prompt-walk", "binary.txt"], "prompts file 'binary.txt' is binary, not text"),
-    (["prompt-walk", "bad.txt"], "bad.txt:2: expected key=value with key one of seed, frames, negative, at; got 'colour=red'"),
+    (["prompt-walk", "bad.txt"], "bad.txt:2: expected key=value with key one of seed, frames, negative, at, image; got 'colour=red'"),
     (["prompt-walk", "one.txt"], "a walk needs at least two prompts, got 1"),
     (["seed-walk", "x", "--seeds", "1,a"], "--seeds: each seed must be a whole number"),
     (["seed-walk", "x", "--seeds", "3"], "a walk needs at least two seeds, got 1"),

@@ -139,7 +139,7 @@ def test_parse_prompts_reads_options_and_skips_comments_and_blanks():
 @pytest.mark.parametrize(
     "line, message",
     [
-        ("a castle | sed=3", "castle.txt:2: expected key=value with key one of seed, frames, negative, at; got 'sed=3'"),
+        ("a castle | sed=3", "castle.txt:2: expected key=value with key one of seed, frames, negative, at, image; got 'sed=3'"),
         ("a castle | seed", "castle.txt:2: expected key=value"),
         ("a castle | seed=x", "castle.txt:2: seed must be a whole number"),
         ("a castle | seed=-4", "castle.txt:2: seed must be a whole number"),

@@ -86,3 +86,4 @@ class Flux(StableDiffusion3):
             embedded = torch.full([latents.shape[0]], guidance, device=self.device, dtype=torch.float32)
         return pipe.transformer(hidden_states=latents, timestep=t.to(latents.dtype) / 1000, guidance=embedded, pooled_projections=pooled,
                                 encoder_hidden_states=text, txt_ids=text_ids, img_ids=self.image_ids, return_dict=False)[0]  # fmt: skip
+

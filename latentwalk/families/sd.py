@@ -4,6 +4,7 @@ text encoder, a UNet, a VAE. The base of the UNet families: SDXL adds to it."""
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import torch
@@ -176,6 +177,44 @@ class StableDiffusion:
         images = (images.float() / 2 + 0.5).clamp(0, 1)
         return (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
 
+    # ---- Pictures as keyframes (pictures.py) -----------------------------------------------------
+
+    @torch.inference_mode()
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """A picture, uint8 [1, H, W, 3], as the latents the sampler ends on [1, C, h, w]: the
+        VAE's mean (not a sample: an inversion is reproducible), scaled and shifted as `decode`
+        undoes it."""
+        vae = self.pipe.vae
+        pixels = image.permute(0, 3, 1, 2).to(self.device, vae.dtype) / 127.5 - 1
+        latents = vae.encode(pixels).latent_dist.mode().float()
+        return (latents - (getattr(vae.config, "shift_factor", None) or 0.0)) * vae.config.scaling_factor
+
+    inversion = "DDIM inversion"
+
+    @torch.inference_mode()
+    def invert(self, latents: torch.Tensor, cond: dict[str, torch.Tensor], steps: int, guidance: float) -> torch.Tensor:
+        """The initial noise [1, C, h, w] from which the walk's sampler draws `latents` back under
+        `guidance`: DDIM inversion along the sampler's own timesteps, from the picture up to the
+        first step's noise level. Each step reuses the noise the model predicts where the step
+        starts, at the timestep it goes to (as null-text inversion's DDIM pass does). Returned in
+        the units of seed noise (`start` scales it into the sampler's space), so it mixes with
+        seeds."""
+        scheduler = copy.deepcopy(self.begin(steps, tuple(latents.shape[1:])))
+        timesteps = ladder(scheduler.timesteps)
+        levels = alpha_bars(scheduler, timesteps)
+        kind = scheduler.config.get("prediction_type", "epsilon")
+        x, level = latents.to(self.device, torch.float32), 1.0  # the picture itself: no noise
+        for t, target in zip(reversed(timesteps), reversed(levels)):
+            out = self.predict(x.to(self.dtype), t.reshape(1), cond, guidance).float()
+            eps = epsilon(out, x, target, kind)
+            x0 = (x - (1 - level) ** 0.5 * eps) / level**0.5
+            x, level = target**0.5 * x0 + (1 - target) ** 0.5 * eps, target
+        # x is what the model sees at the first timestep (diffusion's variance-preserving form);
+        # Euler-like samplers keep it scaled up by sqrt(sigma^2 + 1), which scale_model_input undoes.
+        unit = torch.ones(1, device=self.device)
+        scale = float(scheduler.scale_model_input(unit, timesteps[0])[0]) * float(scheduler.init_noise_sigma)
+        return x / scale
+
     # ---- Speed switches --------------------------------------------------------------------------
 
     denoiser_name = "unet"  # the pipeline's component that --compile and --channels-last change
@@ -185,3 +224,29 @@ class StableDiffusion:
 
     def set_denoiser(self, module) -> None:
         setattr(self.pipe, self.denoiser_name, module)
+
+
+def ladder(timesteps: torch.Tensor) -> torch.Tensor:
+    """A sampler's distinct timesteps in order (Heun's come in pairs)."""
+    keep = [0] + [i for i in range(1, len(timesteps)) if timesteps[i] != timesteps[i - 1]]
+    return timesteps[keep]
+
+
+def alpha_bars(scheduler, timesteps: torch.Tensor) -> list[float]:
+    """How much picture is left at each timestep (alphas_cumprod), interpolated in sigma as Euler
+    does for timesteps between the trained ones."""
+    import numpy as np
+
+    trained = scheduler.alphas_cumprod.double().cpu().numpy()
+    sigmas = np.sqrt((1 - trained) / trained)
+    at = np.interp(timesteps.double().cpu().numpy(), np.arange(len(sigmas)), sigmas)
+    return [float(1 / (1 + s * s)) for s in at]
+
+
+def epsilon(out: torch.Tensor, x: torch.Tensor, level: float, kind: str) -> torch.Tensor:
+    """The noise in `x` that the model's output says, whatever it predicts."""
+    if kind == "v_prediction":
+        return level**0.5 * out + (1 - level) ** 0.5 * x
+    if kind == "sample":
+        return (x - level**0.5 * out) / (1 - level) ** 0.5
+    return out

@@ -9,7 +9,7 @@ import torch
 from diffusers import StableDiffusion3Pipeline
 
 from latentwalk.families.common import guide
-from latentwalk.families.sd import StableDiffusion
+from latentwalk.families.sd import StableDiffusion, ladder
 
 
 class StableDiffusion3(StableDiffusion):
@@ -87,3 +87,21 @@ class StableDiffusion3(StableDiffusion):
         velocity = self.pipe.transformer(hidden_states=model_input, timestep=torch.cat([t] * 2) if guided else t,
                                          encoder_hidden_states=text, pooled_projections=pooled, return_dict=False)[0]  # fmt: skip
         return guide(velocity, guidance) if guided else velocity
+
+    inversion = "the flow ODE run backwards"
+
+    @torch.inference_mode()
+    def invert(self, latents: torch.Tensor, cond: dict[str, torch.Tensor], steps: int, guidance: float) -> torch.Tensor:
+        """The initial noise [1, C, h, w] from which the walk's sampler draws `latents` back under
+        `guidance`: the flow's ODE run from the picture (sigma 0) up to the first sigma by Euler steps along
+        the sampler's own sigmas, each step's velocity taken where the step starts, at the
+        timestep it goes to (the forward step's own timestep). Noise is the sampler's space at
+        sigma 1, so it mixes with seeds as it is."""
+        scheduler = self.begin(steps, tuple(latents.shape[1:]))
+        timesteps = ladder(scheduler.timesteps)
+        sigmas = [float(t) / scheduler.config.num_train_timesteps for t in timesteps] + [0.0]
+        x = self.start(latents.float()).float()
+        for i in reversed(range(len(timesteps))):
+            velocity = self.predict(x.to(self.dtype), timesteps[i].reshape(1), cond, guidance).float()
+            x = x + (sigmas[i] - sigmas[i + 1]) * velocity
+        return self.finish(x)

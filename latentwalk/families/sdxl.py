@@ -73,3 +73,20 @@ class StableDiffusionXL(StableDiffusion):
         images = vae.decode(latents * std / vae.config.scaling_factor + mean, return_dict=False)[0]
         images = (images.float() / 2 + 0.5).clamp(0, 1)
         return (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+    @torch.inference_mode()
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """As decode's inverse: in float32 where the VAE overflows in float16, normalised by the
+        mean and std where the model has them (Playground)."""
+        vae = self.pipe.vae
+        if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+            vae.to(torch.float32)
+        mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+        if mean is None or std is None:
+            return super().encode_image(image)
+        pixels = image.permute(0, 3, 1, 2).to(self.device, vae.dtype) / 127.5 - 1
+        latents = vae.encode(pixels).latent_dist.mode().float()
+        shape = (1, latents.shape[1], 1, 1)
+        mean = torch.tensor(mean).view(shape).to(latents.device, latents.dtype)
+        std = torch.tensor(std).view(shape).to(latents.device, latents.dtype)
+        return (latents - mean) * vae.config.scaling_factor / std
