@@ -8,6 +8,7 @@ RGB frame the model inverts (and that the walk's frame there is compared with).
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -91,7 +92,11 @@ def _open(path: Path, what: str) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(path)
-    except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError):
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        size = f" ({int(pixels[1]) / 1e6:.0f} megapixels)" if pixels else ""
+        raise BadInput(f"{what}: picture {str(path)!r} is too large{size}; at most {MAX_SIDE} px a side and {MAX_PIXELS // 1_000_000} megapixels") from None
+    except UnidentifiedImageError:
         raise BadInput(f"{what}: {str(path)!r} is not an image latentwalk can read ({', '.join(FORMATS.values())})") from None
     except OSError as e:
         raise BadInput(f"{what}: cannot read picture {str(path)!r} ({e.strerror or e})") from None

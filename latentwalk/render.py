@@ -179,13 +179,13 @@ class Renderer:
 
         picture = self.pictures[i] = load(Path(keyframe.image), spec.width, spec.height, spec.fit)
         cond = {name: value[i : i + 1] for name, value in self.conds.items()}
-        scheduler = self.backend.pipe.scheduler
+        scheduler = self.backend.pipe.scheduler  # its config less diffusers' bookkeeping ("_use_default_values" is a set's order)
         digest = hashlib.sha256()
         for name in sorted(cond):
             digest.update(name.encode() + cond[name].float().cpu().numpy().tobytes())
         key = hashlib.sha256(json.dumps({
             "picture": keyframe.image_sha256, "fit": spec.fit, "size": [spec.width, spec.height], "steps": spec.steps,
-            "guidance": spec.guidance, "sampler": [type(scheduler).__name__, dict(scheduler.config)], "model": spec.identity,
+            "guidance": spec.guidance, "sampler": [type(scheduler).__name__, {k: v for k, v in scheduler.config.items() if not k.startswith("_")}], "model": spec.identity,
             "cond": digest.hexdigest(), "inversion": self.backend.family.inversion,
         }, sort_keys=True, default=str).encode()).hexdigest()[:32]  # fmt: skip
         noise = load_inversion(key)

@@ -318,3 +318,28 @@ def test_a_shared_walk_sigkilled_mid_render_resumes_bit_identical(tmp_path):
     # The resumed run's manifest records the starts of the renders it found, too.
     run_cli("render", "walk.mp4.json", "-o", "again.mp4", "--frames-dir", "again", "-q", cwd=tmp_path)
     assert all(np.array_equal(a, b) for a, b in zip(pixels(tmp_path / "again"), frames, strict=True))
+
+
+def test_an_image_walk_sigkilled_while_inverting_and_while_rendering_resumes_bit_identical(tmp_path):
+    """A picture's keyframe starts from its inversion, kept in the cache: killed before it is
+    kept, just after, or with renders half done, the walk resumes to the same frames."""
+    from PIL import Image
+
+    Image.fromarray((np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)).save(tmp_path / "photo.png")
+    (tmp_path / "walk.txt").write_text("a castle | image=photo.png\na forest | seed=2\n")
+    walk = ["prompt-walk", "walk.txt", *WALK[4:], "--no-smooth"]
+    run_cli(*walk, "-o", "ref.mp4", "--frames-dir", "ref", "-q", cwd=tmp_path, env={"LATENTWALK_CACHE": str(tmp_path / "ref-cache")})
+    reference = pixels(tmp_path / "ref")
+    cache = tmp_path / "cache"
+    inverted = lambda: any(cache.glob("inversions/*.safetensors"))  # noqa: E731
+    for kept in (inverted, lambda: len(work_frames(cache)) >= 3):
+        proc = start([*walk, "-o", "walk.mp4"], tmp_path, cache)
+        wait_for(kept, proc)
+        proc.kill(), proc.communicate()
+    assert not (tmp_path / "walk.mp4").exists()
+    result, summary = finish([*walk, "-o", "walk.mp4"], tmp_path, cache)
+    assert summary["resumed"] >= 3 and summary["inversions"] == 0
+    resumed = pixels(Path(summary["frames_dir"]))
+    assert len(resumed) == len(reference) == 6
+    for i, (a, b) in enumerate(zip(resumed, reference)):
+        assert np.array_equal(a, b), f"frame {i} differs"
