@@ -214,6 +214,20 @@ def test_an_uploaded_audio_file_is_checked_and_named_for_jobs(tmp_path):
         # A job names it, and the music walk is checked with it.
         job = {**WALK, "audio": name, "output": "music.mp4"}
         assert client.post("/api/jobs", json=job).status_code == 201
+        # A picture for an image= keyframe: checked on upload, and named by its upload only.
+        from PIL import Image
+
+        Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "photo.jpg")
+        picture = client.post("/api/uploads?name=photo.jpg", content=(tmp_path / "photo.jpg").read_bytes()).json()["name"]
+        assert picture.endswith(".jpg") and (tmp_path / "out" / picture).is_file()
+        cut = client.post("/api/uploads?name=cut.png", content=b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+        assert cut.status_code == 422 and "cut.png" in cut.json()["error"] and str(tmp_path) not in cut.json()["error"]
+        story = {"command": "prompt-walk", "preset": "shapes", "frames": 4}
+        plan = client.post("/api/check", json={**story, "prompts": f"a red circle | image={picture}\na blue square\n"})
+        assert plan.status_code == 200 and plan.json()["frames"] == 5
+        for path in ("/etc/photo.jpg", "../photo.jpg", "photo.jpg"):
+            refused = client.post("/api/check", json={**story, "prompts": f"a red circle | image={path}\na blue square\n"})
+            assert refused.status_code == 422 and refused.json()["error"].startswith("line 1: image= must be the name of an uploaded picture")
 
 
 def test_a_composed_walk_is_checked_and_planned_without_being_queued(tmp_path):

@@ -2,6 +2,7 @@
 against a live server over the real render engine. Screenshots of each step are kept in the
 test's temporary folder (and at $LATENTWALK_STUDIO_SCREENSHOT, for the README, when set)."""
 
+import json
 import os
 import shutil
 import socket
@@ -95,6 +96,15 @@ def test_compose_preview_render_reload_play_and_cancel_in_the_page(live, page, t
     page.wait_for_function(f"JSON.parse(document.querySelector('#timeline').dataset.keyframes)[2] === {round(round(at * 12) / 12, 4)}", timeout=30_000)
     keys = page.evaluate("JSON.parse(document.querySelector('#timeline').dataset.keyframes)")
     assert keys[0] == 0 and keys[1] == 1.3333 and keys[3] == 4.0, keys  # the others keep the times they had (16 frames apart)
+    # The last keyframe is a picture of the user's, which its prompt describes.
+    from PIL import Image
+
+    from latentwalk import shapes
+
+    scene = shapes.Scene("small", "green", "circle", "gray")
+    Image.fromarray(shapes.draw(scene, __import__("numpy").random.default_rng(2))).save(tmp_path / "mine.png")
+    rows.nth(3).locator(".picture-file").set_input_files(str(tmp_path / "mine.png"))
+    page.wait_for_function("document.querySelectorAll('tr.keyframe')[3].querySelector('.picture-name').textContent === 'mine.png'", timeout=30_000)
     page.screenshot(path=shots / "1-preview.png")
     # Render, and see the progress move.
     page.click("#render")
@@ -115,6 +125,8 @@ def test_compose_preview_render_reload_play_and_cancel_in_the_page(live, page, t
     # inspect's smoothness plot beside it, and how closely the change follows the music.
     page.wait_for_function("document.querySelector('#smoothness-plot').naturalWidth > 0", timeout=60_000)
     assert "follows the music: r = " in page.locator("#smoothness-figures").text_content()
+    [manifest] = [json.loads(p.read_text()) for p in (tmp_path / "outputs").glob("*.mp4.json")]
+    assert [p["keyframe"] for p in manifest["pictures"]] == [3] and manifest["pictures"][0]["difference"] < 20  # at 4 steps
     page.screenshot(path=shots / "4-done.png", full_page=True)
     # Cancel a job from the list.
     job = page.evaluate("""fetch('/api/jobs', {method: 'POST', headers: {'Content-Type': 'application/json'},

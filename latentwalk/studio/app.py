@@ -36,6 +36,7 @@ COOKIE = "latentwalk_token"
 TERMINAL = ("done", "failed", "cancelled")
 UPLOAD_LIMIT = 200 * 1024 * 1024  # an audio file; a four-minute WAV is about 40 MB
 AUDIO = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".webm")
+PICTURES = (".png", ".jpg", ".jpeg", ".webp")  # image= keyframes of a prompt walk
 
 
 def is_loopback(host: str) -> bool:
@@ -265,11 +266,12 @@ def create_app(outputs: Path, host: str = "127.0.0.1", port: int = 7860, token: 
 
     @app.post("/api/uploads", status_code=201)
     async def upload(request: Request, name: str):
-        """An audio file for a music walk, as the raw body; `name` is its file name. Stored
-        inside --outputs under a new name, which a job's `audio` then gives."""
+        """An audio file for a music walk, or a picture for a prompt walk's image= keyframe, as
+        the raw body; `name` is its file name. Stored inside --outputs under a new name, which a
+        job's `audio` (or a prompts line's image=) then gives."""
         suffix = Path(name).suffix.lower()
-        if suffix not in AUDIO:
-            return JSONResponse({"error": f"an upload is an audio file ({', '.join(AUDIO)})"}, status_code=422)
+        if suffix not in AUDIO + PICTURES:
+            return JSONResponse({"error": f"an upload is an audio file ({', '.join(AUDIO)}) or a picture ({', '.join(PICTURES)})"}, status_code=422)
         size = int(request.headers.get("content-length") or 0)
         if size > UPLOAD_LIMIT:
             return JSONResponse({"error": f"the file is over {UPLOAD_LIMIT // 2**20} MB"}, status_code=413)
@@ -280,11 +282,16 @@ def create_app(outputs: Path, host: str = "127.0.0.1", port: int = 7860, token: 
         path = outputs / stored
         path.write_bytes(body)
         try:
-            from latentwalk.audio import decode
+            if suffix in PICTURES:
+                from latentwalk.pictures import check_picture
 
-            samples = await asyncio.to_thread(decode, path, 0.0, 1.0)  # its first second decodes
-            if not len(samples):
-                raise BadInput(f"{str(path)!r} holds no sound")
+                await asyncio.to_thread(check_picture, path, name)
+            else:
+                from latentwalk.audio import decode
+
+                samples = await asyncio.to_thread(decode, path, 0.0, 1.0)  # its first second decodes
+                if not len(samples):
+                    raise BadInput(f"{str(path)!r} holds no sound")
         except BadInput as e:
             path.unlink(missing_ok=True)
             return JSONResponse({"error": str(e).replace(str(path), name)}, status_code=422)

@@ -74,6 +74,9 @@ def prepare(table: dict, outputs: Path, job_id: str, keep: bool = True) -> Prepa
             raise BadInput("prompts must be the prompts file's text")
         table["prompts_file"] = f"{job_id}.prompts.txt"
         written = (outputs / table["prompts_file"], text)
+        check_pictures(text)
+    elif command == "prompt-walk" and (outputs / str(table.get("prompts_file", ""))).is_file():
+        check_pictures((outputs / table["prompts_file"]).read_text(encoding="utf-8", errors="replace"))
     output = table.setdefault("output", f"{job_id}{EXTENSIONS[command][0]}")
     if not isinstance(output, str) or not NAME.fullmatch(output) or Path(output).suffix.lower() not in EXTENSIONS[command]:
         raise BadInput(f"output must be a file name ({', '.join(EXTENSIONS[command])}) inside the outputs folder, got {output!r}")
@@ -100,6 +103,20 @@ def prepare(table: dict, outputs: Path, job_id: str, keep: bool = True) -> Prepa
     if written is not None and not keep:
         written[0].unlink(missing_ok=True)
     return Prepared(table, entry.argv, ["latentwalk", *shown.argv], names, plan_of(job, warnings))
+
+
+def check_pictures(text: str) -> None:
+    """A prompts file's pictures (image=) must be uploads: a path would show the server's
+    pictures, from anywhere it can read, in a video."""
+    from latentwalk.schedule import parse_prompts
+
+    try:
+        keyframes = parse_prompts(text, 0)
+    except BadInput:
+        return  # the command's own check says what is wrong, with the line
+    for k in keyframes:
+        if k.image is not None and not UPLOADED.fullmatch(k.image):
+            raise BadInput(f"line {k.line}: image= must be the name of an uploaded picture (POST /api/uploads), got {k.image!r}")
 
 
 def plan_of(job, warnings: list[str]) -> dict:

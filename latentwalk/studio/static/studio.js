@@ -40,7 +40,7 @@ function common() {
 
 // ---- Keyframes ---------------------------------------------------------------------------------
 
-function addKeyframe(prompt = "", seed = 1, frames = 12, at = "") {
+function addKeyframe(prompt = "", seed = 1, frames = 12, at = "", picture = null) {
   const row = document.createElement("tr");
   row.className = "keyframe";
   row.innerHTML =
@@ -49,6 +49,10 @@ function addKeyframe(prompt = "", seed = 1, frames = 12, at = "") {
     '<td><input class="frames" type="number" min="1" size="5"><input class="at" type="number" min="0" step="0.01" size="6" placeholder="spread">' +
     ' <small class="when"></small></td>' +
     '<td><button class="preview">Preview</button> <span class="candidates"></span></td>' +
+    '<td><label class="picture-pick" title="a picture of yours as this keyframe (its inversion); the prompt describes it">' +
+    '<input class="picture-file" type="file" accept="image/png,image/jpeg,image/webp"></label>' +
+    ' <img class="thumb" alt="" hidden> <span class="picture-name"></span> <button class="picture-clear" hidden title="no picture">✕</button>' +
+    ' <small class="picture-error error" role="alert"></small></td>' +
     '<td><button class="up" title="move up">↑</button><button class="down" title="move down">↓</button>' +
     '<button class="remove" title="remove">✕</button></td>';
   row.querySelector(".prompt").value = prompt;
@@ -56,6 +60,9 @@ function addKeyframe(prompt = "", seed = 1, frames = 12, at = "") {
   row.querySelector(".frames").value = frames;
   row.querySelector(".at").value = at;
   row.querySelector(".preview").onclick = () => preview(row);
+  showPicture(row, picture);
+  row.querySelector(".picture-file").addEventListener("change", (e) => { if (e.target.files[0]) uploadPicture(row, e.target.files[0]); });
+  row.querySelector(".picture-clear").onclick = () => { showPicture(row, null); changed(); };
   row.querySelectorAll("input").forEach((input) => input.addEventListener("input", changed));
   row.addEventListener("focusin", () => select(row));
   row.querySelector(".up").onclick = () => { if (row.previousElementSibling) row.parentNode.insertBefore(row, row.previousElementSibling); number(); };
@@ -64,6 +71,31 @@ function addKeyframe(prompt = "", seed = 1, frames = 12, at = "") {
   $("keyframes").tBodies[0].append(row);
   number();
   return row;
+}
+
+// A keyframe's picture (image= in the prompts file): uploaded, checked by the server, named by
+// its upload. The thumbnail is the browser's own copy of the file.
+async function uploadPicture(row, file) {
+  row.querySelector(".picture-error").textContent = "";
+  try {
+    const response = await fetch(`/api/uploads?name=${encodeURIComponent(file.name)}`, { method: "POST", body: file });
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.error || response.statusText);
+    showPicture(row, { name: body.name, label: file.name }, URL.createObjectURL(file));
+    changed();
+  } catch (e) {
+    row.querySelector(".picture-error").textContent = e.message;
+  }
+}
+
+function showPicture(row, picture, thumb = null) {
+  row.picture = picture;
+  row.querySelector(".picture-name").textContent = picture ? picture.label : "";
+  row.querySelector(".picture-clear").hidden = !picture;
+  row.querySelector(".picture-file").value = "";
+  const img = row.querySelector(".thumb");
+  img.hidden = !(picture && thumb);
+  if (picture && thumb) img.src = thumb;
 }
 
 function keyframeRows() {
@@ -100,6 +132,7 @@ function keyframes() {
     seed: Number(row.querySelector(".seed").value),
     frames: Number(row.querySelector(".frames").value),
     at: row.querySelector(".at").value,
+    picture: row.picture || null,
   }));
 }
 
@@ -115,6 +148,7 @@ function walkJob() {
   const keys = keyframes();
   const lines = keys.map((k, i) => {
     let line = `${oneLine(k.prompt)} | seed=${k.seed}`;
+    if (k.picture) line += ` | image=${k.picture.name}`;
     if (placing === "frames" && i < keys.length - 1) line += ` | frames=${k.frames}`;
     if (placing === "seconds" && i > 0 && k.at !== "") line += ` | at=${Number(k.at)}`;
     return line;
@@ -131,7 +165,7 @@ function walkJob() {
 
 function composable() {
   const keys = keyframes();
-  return keys.length >= 2 && keys.every((k) => oneLine(k.prompt));
+  return keys.length >= 2 && keys.every((k) => oneLine(k.prompt) || k.picture);
 }
 
 // The composition survives a reload.
@@ -334,7 +368,7 @@ async function preview(row) {
 
 async function renderWalk() {
   $("compose-error").textContent = "";
-  if (!composable()) { $("compose-error").textContent = "two keyframes or more, each with a prompt"; return; }
+  if (!composable()) { $("compose-error").textContent = "two keyframes or more, each with a prompt or a picture"; return; }
   try {
     const job = await post("/api/jobs", walkJob());
     watchCurrent(job.id);
@@ -477,7 +511,7 @@ async function load() {
     $("audio-start").value = saved.audioStart || "";
     $("audio-duration").value = saved.audioDuration || "";
     music = saved.music || null;
-    saved.keyframes.forEach((k) => addKeyframe(k.prompt, k.seed, k.frames, k.at || ""));
+    saved.keyframes.forEach((k) => addKeyframe(k.prompt, k.seed, k.frames, k.at || "", k.picture || null));
   } else {
     addKeyframe("a large red circle on a blue background", 1, 12);
     addKeyframe("a small yellow square on a gray background", 2, 12);
