@@ -10,7 +10,10 @@ A family knows, for its pipeline class:
   `predict(latents, t, cond, guidance)` (one guided call, each row at its own timestep t[i]),
   and `scales_input`; the loop over steps is common.Rows, shared by every family, and
   `denoise(latents, cond, steps, guidance, step_noise)` runs a batch from noise through it;
-- `decode(latents)`: uint8 frames [B, H, W, 3];
+- `decode(latents)`: uint8 frames [B, H, W, 3], and back: `encode_image(image)` (the VAE's
+  latents of a picture) and `invert(latents, cond, steps, guidance)`, the initial noise the
+  sampler draws those latents from (image keyframes, pictures.py): DDIM inversion for the UNet
+  families, the flow ODE run backwards for SD 3 and Flux;
 - `default_size`, `size_factor` and `sampler_kind` ("noise" or "flow", see schedulers.py).
 
 The render loop (render.py) talks to backend.Backend, which loads the pipeline, picks the
