@@ -141,8 +141,12 @@ def join(segments: list[Path], output: Path, overwrite: bool, audio: Path | None
         "discontinuities": whole.discontinuities or [],
         "segments": [{"file": str(s), "part": j.shard["k"], "first": j.shard["first"], "end": j.shard["end"]} for s, _, j in parts],
     }  # fmt: skip
+    # Each picture's frame, from the part that rendered it (a keyframe between two parts is in both).
+    pictures = {p["keyframe"]: p for _, d, _ in parts for p in d.get("pictures", [])}
+    if pictures:
+        facts["pictures"] = [pictures[k] for k in sorted(pictures)]
     data = {**first, **facts, "output": output.name, "job": whole.to_dict()}
     for key in ("smoothness", "audio"):  # measured per part: not the whole video's
         data.pop(key, None)
     manifest.write(data, manifest.sidecar(output), overwrite)
-    return {"command": "concat", "output": str(output), "frames": frames, "parts": len(parts), **{k: facts[k] for k in ("renders", "segments")}}
+    return {"command": "concat", "output": str(output), "frames": frames, "parts": len(parts), **{k: facts[k] for k in ("renders", "segments", "pictures") if k in facts}}

@@ -398,6 +398,8 @@ def job_key(job: Job, identity: dict[str, Any]) -> str:
     not pin down: the resolved device and dtype, the model's files and the library versions."""
     data = {k: v for k, v in job.to_dict().items() if k not in _NOT_RENDERS and not (k in _LATER and v == _LATER[k])}
     data["settings"] = {k: v for k, v in data["settings"].items() if k not in _NOT_PIXELS and not (k in _LATER and v == _LATER[k])}
+    if not any(k.image for k in job.keyframes):
+        data["settings"].pop("fit", None)  # it shapes pictures only
     # A picture by its content: where it lies does not change a pixel.
     data["keyframes"] = [{k: v for k, v in kf.items() if k not in ("frames", "at", "image")} for kf in data["keyframes"]]
     if job.share and job.smooth:

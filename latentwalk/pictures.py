@@ -8,6 +8,8 @@ RGB frame the model inverts (and that the walk's frame there is compared with).
 
 from __future__ import annotations
 
+import hashlib
+import io
 import re
 import warnings
 from dataclasses import dataclass, replace
@@ -20,6 +22,9 @@ from latentwalk.audio import file_sha256
 from latentwalk.errors import BadInput
 
 FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP"}
+# A JPEG holding more than one picture (a phone's HDR gain map, a camera's preview) opens as MPO:
+# its first picture is the photo.
+ALSO = {"MPO": "JPEG"}
 FITS = ("crop", "pad", "stretch")
 # What a keyframe picture may be: a phone photo (50 MP) passes, a decompression bomb does not
 # (Pillow would decode it whole before we could look at it).
@@ -56,7 +61,7 @@ def check_picture(path: Path, what: str) -> Picture:
         raise BadInput(f"{what}: picture {str(path)!r} is a directory")
     try:
         with _open(path, what) as image:
-            kind = image.format
+            kind = ALSO.get(image.format, image.format)
             if kind not in FORMATS:
                 raise BadInput(f"{what}: {str(path)!r} is a {kind} image; latentwalk reads {', '.join(FORMATS.values())}")
             width, height = image.size
@@ -114,12 +119,16 @@ def _transposed(image: Image.Image) -> bool:
         return False
 
 
-def load(path: Path, width: int, height: int, fit: str) -> np.ndarray:
+def load(path: Path, width: int, height: int, fit: str, sha256: str | None = None) -> np.ndarray:
     """The picture as the walk's frame: uint8 [height, width, 3], turned upright by its EXIF
     orientation, transparency over white, grey and 16-bit made 8-bit RGB, and fitted: `crop`
-    (the centre at the frame's aspect), `pad` (all of it, the rest white) or `stretch`."""
+    (the centre at the frame's aspect), `pad` (all of it, the rest white) or `stretch`. With
+    `sha256`, the bytes decoded must be those (the job and the cache are named by them)."""
     check_fit(fit)
-    with Image.open(path) as image:
+    data = Path(path).read_bytes()
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise BadInput(f"picture {str(path)!r} has changed since it was checked (its sha256 differs); run the command again")
+    with Image.open(io.BytesIO(data)) as image:
         image = rgb(ImageOps.exif_transpose(image))
     if fit == "stretch":
         fitted = image.resize((width, height), Image.Resampling.LANCZOS)
@@ -135,7 +144,7 @@ def rgb(image: Image.Image) -> Image.Image:
     grey scaled to 8 bits (Pillow's own conversion clips them to white)."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+        top = 1.0 if image.mode == "F" else 65535.0  # a 16-bit PNG opens as I;16 or as I
         grey = np.clip(np.rint(values / top * 255), 0, 255).astype(np.uint8)
         return Image.fromarray(grey).convert("RGB")
     if image.mode == "P" and "transparency" in image.info:

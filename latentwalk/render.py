@@ -140,7 +140,8 @@ class Renderer:
         self.conds = backend.keyframe_conditioning([(k.prompt, k.negative) for k in spec.keyframes])
         timings["encode"] += time.perf_counter() - started
         self.pictures: dict[int, np.ndarray] = {}  # image keyframes' pictures, fitted to the frame
-        self.noises = torch.cat([self.keyframe_noise(i, k) for i, k in enumerate(spec.keyframes)])
+        uses = keyframes_used(spec)
+        self.noises = torch.cat([self.keyframe_noise(i, k, i in uses) for i, k in enumerate(spec.keyframes)])
         self.mix_noise = INTERPOLATIONS[spec.noise_interp]
         self.mix_cond = INTERPOLATIONS[spec.cond_interp]
         self.recorded = {p: chunk for chunk in (spec.chunks or []) for p in chunk}
@@ -166,18 +167,19 @@ class Renderer:
                 for end in (lo, hi):
                     self.needed[position(a, b, end)] += 1
 
-    def keyframe_noise(self, i: int, keyframe: Keyframe) -> torch.Tensor:
+    def keyframe_noise(self, i: int, keyframe: Keyframe, used: bool = True) -> torch.Tensor:
         """A keyframe's initial noise: its seed's, or for a picture its inversion under the
         keyframe's prompt at the walk's steps, guidance and size, made once and kept in the
         cache by everything that decides it (the picture's sha256, the fit, the model, the
-        sampler, the prompt's tensors), so every walk it is in starts from the same noise."""
+        sampler, the prompt's tensors), so every walk it is in starts from the same noise. (A
+        shard inverts only the pictures its frames reach; the others' rows are never read.)"""
         spec = self.spec
-        if keyframe.image is None:
+        if keyframe.image is None or not used:
             return self.backend.noise(keyframe.seed, spec.width, spec.height)
         from latentwalk.pictures import load
         from latentwalk.workdir import load_inversion, save_inversion
 
-        picture = self.pictures[i] = load(Path(keyframe.image), spec.width, spec.height, spec.fit)
+        picture = self.pictures[i] = load(Path(keyframe.image), spec.width, spec.height, spec.fit, keyframe.image_sha256)
         cond = {name: value[i : i + 1] for name, value in self.conds.items()}
         scheduler = self.backend.pipe.scheduler  # its config less diffusers' bookkeeping ("_use_default_values" is a set's order)
         digest = hashlib.sha256()
@@ -466,6 +468,16 @@ class Renderer:
 
     def forget(self) -> None:
         self.cache = {}
+
+
+def keyframes_used(spec: RenderSpec) -> set[int]:
+    """The keyframes whose noise this render reads: all, but for a shard those of its frames."""
+    n = len(spec.keyframes)
+    if spec.shard is not None and spec.shard.lo is not None:
+        return {a for a in range(spec.shard.lo, spec.shard.hi)} | {(a + 1) % n for a in range(spec.shard.lo, spec.shard.hi)}
+    if spec.shard is not None and spec.plan is not None:
+        return {k for f in spec.plan for k in (f.a, f.b)}
+    return set(range(n))
 
 
 def blend(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:

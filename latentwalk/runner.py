@@ -172,6 +172,12 @@ def _render(job, sink, options, store: FrameStore, timings, warn, texts, device,
     def describe(path: Path, index: int | None) -> dict:
         return manifest.build(job, resolved, path, timings, index, facts)
 
+    if any(k.image is not None for k in job.keyframes):
+        from latentwalk.schedulers import adds_noise
+
+        if adds_noise(backend.pipe.scheduler):
+            warn(f"image= keyframes: the {backend.scheduler_name} sampler adds fresh noise at every step, so a picture comes back only roughly; "
+                 "a deterministic one (ddim, euler, dpm++-2m) draws it back closely")  # fmt: skip
     if job.share and not backend.shares_steps():
         warn(f"--share: the {backend.scheduler_name} sampler cannot start a render part-way (it steps twice or keeps state): every frame starts from its own noise")
     placed = job.plan is None
@@ -182,7 +188,7 @@ def _render(job, sink, options, store: FrameStore, timings, warn, texts, device,
                       ease=settings.ease, profile=profile, extra=extra, crossfade=job.crossfade, chunks=job.chunks, only=only,
                       shard=None if job.shard is None else Shard(**job.shard), share=job.share,
                       starts=None if job.starts is None else {(a, b, t): (k, lo, hi) for a, b, t, k, lo, hi in job.starts},
-                      fit=settings.fit, identity=json.dumps(identity, sort_keys=True))  # fmt: skip
+                      fit=settings.fit, identity=json.dumps({**identity, "lora": settings.lora, "vae": settings.vae}, sort_keys=True))  # fmt: skip
     if job.chunks is not None:
         most = sum(len(c) for c in job.chunks)
     elif placed:

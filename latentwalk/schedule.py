@@ -318,10 +318,12 @@ def check_walk(keyframes: list[Keyframe], loop: bool, what: str) -> None:
             f"{_where(last)}frames= on the last keyframe has no segment to apply to (or use --loop)"
         )
     pairs = list(zip(keyframes, keyframes[1:] + (keyframes[:1] if loop else [])))
+    # A picture's keyframe starts from the picture, whatever its seed.
+    same = lambda k: (k.prompt, k.negative, k.seed) if k.image is None else (k.prompt, k.negative, k.image_sha256 or k.image)  # noqa: E731
     for k0, k1 in pairs:
-        if (k0.prompt, k0.negative, k0.seed, k0.image) == (k1.prompt, k1.negative, k1.seed, k1.image):
+        if same(k0) == same(k1):
             raise BadInput(
-                f"{_where(k1)}two neighbouring keyframes are identical (seed {k1.seed}); "
+                f"{_where(k1)}two neighbouring keyframes are identical ({'the same picture' if k1.image else f'seed {k1.seed}'}); "
                 "the segment between them would be a still"
             )
 

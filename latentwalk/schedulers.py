@@ -55,3 +55,12 @@ def canonical(name: str) -> str:
 
 def names_for(kind: str) -> list[str]:
     return [name for name, sampler in SAMPLERS.items() if sampler.kind == kind]
+
+
+def adds_noise(scheduler) -> bool:
+    """Whether a loaded scheduler adds fresh noise at every step (one of ours that is
+    `stochastic`, or a model's own such as Euler ancestral or an SDE solver)."""
+    name, config = type(scheduler).__name__, scheduler.config
+    if "sde" in str(config.get("algorithm_type", "")) or name in ("DPMSolverSDEScheduler", "KDPM2AncestralDiscreteScheduler"):
+        return True
+    return any(s.stochastic and s.cls == name and not s.options for s in SAMPLERS.values())

@@ -15,7 +15,7 @@ from PIL import Image
 from conftest import read_png
 from latentwalk import pictures, shapes
 from latentwalk.errors import BadInput
-from latentwalk.schedule import parse_prompts
+from latentwalk.schedule import check_walk, parse_prompts
 
 SHAPES = ["--preset", "shapes"]
 RED = shapes.Scene("large", "red", "circle", "blue")
@@ -49,6 +49,10 @@ def test_image_lines_name_a_picture_relative_to_the_prompts_file(tmp_path):
     for line, message in [("a | image=", "walk.txt:1: image= needs a file name"), ("| seed=2", "walk.txt:1: the line has options but no prompt")]:
         with pytest.raises(BadInput, match=message):
             parse_prompts(line, 0, source="walk.txt", folder=tmp_path)
+    # The same picture twice in a row is a still, whatever the seeds say.
+    twice = parse_prompts("a | image=x.png | seed=1\na | image=x.png | seed=2\n", 0, folder=tmp_path)
+    with pytest.raises(BadInput, match="line 2: two neighbouring keyframes are identical \\(the same picture\\)"):
+        check_walk(twice, False, "prompts")
 
 
 # ---- Checking and fitting a picture (milliseconds) ----------------------------------------------------
@@ -95,6 +99,12 @@ def test_every_bad_picture_is_one_line_naming_it(tmp_path):
     Image.fromarray(drawn(RED)).save(good, lossless=True)
     picture = pictures.check_picture(good, "x")
     assert (picture.width, picture.height, len(picture.sha256)) == (64, 64, 64)
+    # A phone's JPEG with a second picture inside (an HDR gain map) opens as MPO: the photo is the first.
+    Image.fromarray(drawn(RED)).save(tmp_path / "phone.jpg", format="MPO", save_all=True, append_images=[Image.new("RGB", (16, 16))])
+    assert Image.open(tmp_path / "phone.jpg").format == "MPO" and pictures.check_picture(tmp_path / "phone.jpg", "x").width == 64
+    assert pictures.load(tmp_path / "phone.jpg", 64, 64, "crop").shape == (64, 64, 3)
+    with pytest.raises(BadInput, match="has changed since it was checked"):
+        pictures.load(good, 64, 64, "crop", sha256="0" * 64)
 
 
 def test_a_picture_is_fitted_upright_opaque_and_rgb(tmp_path):
@@ -250,3 +260,10 @@ def test_a_manifest_re_renders_with_its_picture_and_names_it_when_missing(run, t
     assert result.output.startswith("Error: the manifest needs the picture 'yellow.png' of keyframe 1 (sha256 ")
     assert "nor beside the manifest" in result.output and result.output.count("\n") == 1
     assert not (tmp_path / "third.mp4").exists()
+
+
+def test_a_sampler_that_adds_noise_is_named_in_a_warning(run, tmp_path):
+    Image.fromarray(drawn(RED)).save(tmp_path / "red.png")
+    (tmp_path / "walk.txt").write_text("image=red.png\na blue square\n")
+    result = run("prompt-walk", "walk.txt", "--preset", "tiny", "--steps", "2", "--frames", "2", "--no-smooth", "--scheduler", "euler-a", "-q")
+    assert "Warning: image= keyframes: the EulerAncestralDiscreteScheduler sampler adds fresh noise at every step" in result.output

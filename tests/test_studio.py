@@ -228,6 +228,9 @@ def test_an_uploaded_audio_file_is_checked_and_named_for_jobs(tmp_path):
         for path in ("/etc/photo.jpg", "../photo.jpg", "photo.jpg"):
             refused = client.post("/api/check", json={**story, "prompts": f"a red circle | image={path}\na blue square\n"})
             assert refused.status_code == 422 and refused.json()["error"].startswith("line 1: image= must be the name of an uploaded picture")
+            # A byte-order mark the command would drop does not hide the line from the check.
+            refused = client.post("/api/check", json={**story, "prompts": f"\ufeffimage={path}\na blue square\n"})
+            assert refused.status_code == 422 and refused.json()["error"].startswith("line 1: image= must be the name of an uploaded picture")
 
 
 def test_a_composed_walk_is_checked_and_planned_without_being_queued(tmp_path):

@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 from diffusers import LatentConsistencyModelPipeline, StableDiffusionPipeline
 
+from latentwalk.errors import BadInput
 from latentwalk.families.common import Rows, StepNoise, guide
 
 
@@ -200,8 +201,8 @@ class StableDiffusion:
         the units of seed noise (`start` scales it into the sampler's space), so it mixes with
         seeds."""
         scheduler = copy.deepcopy(self.begin(steps, tuple(latents.shape[1:])))
-        timesteps = ladder(scheduler.timesteps)
-        levels = alpha_bars(scheduler, timesteps)
+        keep = distinct(scheduler.timesteps)
+        timesteps, levels = scheduler.timesteps[keep], alpha_bars(scheduler, keep)
         kind = scheduler.config.get("prediction_type", "epsilon")
         x, level = latents.to(self.device, torch.float32), 1.0  # the picture itself: no noise
         for t, target in zip(reversed(timesteps), reversed(levels)):
@@ -226,20 +227,26 @@ class StableDiffusion:
         setattr(self.pipe, self.denoiser_name, module)
 
 
-def ladder(timesteps: torch.Tensor) -> torch.Tensor:
-    """A sampler's distinct timesteps in order (Heun's come in pairs)."""
-    keep = [0] + [i for i in range(1, len(timesteps)) if timesteps[i] != timesteps[i - 1]]
-    return timesteps[keep]
+def distinct(timesteps: torch.Tensor) -> list[int]:
+    """The indices of a sampler's distinct timesteps, in order (Heun's come in pairs)."""
+    return [0] + [i for i in range(1, len(timesteps)) if timesteps[i] != timesteps[i - 1]]
 
 
-def alpha_bars(scheduler, timesteps: torch.Tensor) -> list[float]:
-    """How much picture is left at each timestep (alphas_cumprod), interpolated in sigma as Euler
-    does for timesteps between the trained ones."""
+def alpha_bars(scheduler, keep: list[int]) -> list[float]:
+    """How much picture is left at each of the sampler's timesteps `keep` (alphas_cumprod): from
+    its own sigmas where it has one per step (Euler, DPM++, UniPC; Karras spacing included),
+    else interpolated in sigma between the trained steps, as Euler does."""
     import numpy as np
 
-    trained = scheduler.alphas_cumprod.double().cpu().numpy()
+    own = getattr(scheduler, "sigmas", None)
+    if own is not None and len(own) == len(scheduler.timesteps) + 1:
+        return [float(1 / (1 + float(own[i]) ** 2)) for i in keep]
+    trained = getattr(scheduler, "alphas_cumprod", None)
+    if trained is None:
+        raise BadInput(f"image= keyframes: the {type(scheduler).__name__} sampler has no noise schedule to invert along; use --scheduler ddim")
+    trained = trained.double().cpu().numpy()
     sigmas = np.sqrt((1 - trained) / trained)
-    at = np.interp(timesteps.double().cpu().numpy(), np.arange(len(sigmas)), sigmas)
+    at = np.interp(scheduler.timesteps[keep].double().cpu().numpy(), np.arange(len(sigmas)), sigmas)
     return [float(1 / (1 + s * s)) for s in at]
 
 

@@ -9,7 +9,7 @@ import torch
 from diffusers import StableDiffusion3Pipeline
 
 from latentwalk.families.common import guide
-from latentwalk.families.sd import StableDiffusion, ladder
+from latentwalk.families.sd import StableDiffusion, distinct
 
 
 class StableDiffusion3(StableDiffusion):
@@ -98,7 +98,7 @@ class StableDiffusion3(StableDiffusion):
         timestep it goes to (the forward step's own timestep). Noise is the sampler's space at
         sigma 1, so it mixes with seeds as it is."""
         scheduler = self.begin(steps, tuple(latents.shape[1:]))
-        timesteps = ladder(scheduler.timesteps)
+        timesteps = scheduler.timesteps[distinct(scheduler.timesteps)]
         sigmas = [float(t) / scheduler.config.num_train_timesteps for t in timesteps] + [0.0]
         x = self.start(latents.float()).float()
         for i in reversed(range(len(timesteps))):

@@ -76,7 +76,10 @@ def prepare(table: dict, outputs: Path, job_id: str, keep: bool = True) -> Prepa
         written = (outputs / table["prompts_file"], text)
         check_pictures(text)
     elif command == "prompt-walk" and (outputs / str(table.get("prompts_file", ""))).is_file():
-        check_pictures((outputs / table["prompts_file"]).read_text(encoding="utf-8", errors="replace"))
+        named = outputs / table["prompts_file"]
+        if named.stat().st_size > 1_000_000:
+            raise BadInput("prompts_file must be a prompts file (under 1 MB)")
+        check_pictures(named.read_bytes().decode("utf-8-sig", errors="replace"))
     output = table.setdefault("output", f"{job_id}{EXTENSIONS[command][0]}")
     if not isinstance(output, str) or not NAME.fullmatch(output) or Path(output).suffix.lower() not in EXTENSIONS[command]:
         raise BadInput(f"output must be a file name ({', '.join(EXTENSIONS[command])}) inside the outputs folder, got {output!r}")
@@ -96,6 +99,9 @@ def prepare(table: dict, outputs: Path, job_id: str, keep: bool = True) -> Prepa
             if len(seeds) > 1:
                 names = [f"{Path(output).stem}-{seed}.png" for seed in seeds]
         job, warnings = check(entry.argv, cli_commands())
+        for k in job.keyframes if job is not None else []:  # and as the command read them: uploads only
+            if k.image is not None and (Path(k.image).parent != outputs.resolve() or not UPLOADED.fullmatch(Path(k.image).name)):
+                raise BadInput(f"line {k.line}: image= must be the name of an uploaded picture (POST /api/uploads)")
     except BaseException:
         if written is not None:
             written[0].unlink(missing_ok=True)  # a refused job leaves nothing
@@ -110,11 +116,8 @@ def check_pictures(text: str) -> None:
     pictures, from anywhere it can read, in a video."""
     from latentwalk.schedule import parse_prompts
 
-    try:
-        keyframes = parse_prompts(text, 0)
-    except BadInput:
-        return  # the command's own check says what is wrong, with the line
-    for k in keyframes:
+    # As the command reads its file (a byte-order mark is not part of the first line).
+    for k in parse_prompts(text.removeprefix("\ufeff"), 0):
         if k.image is not None and not UPLOADED.fullmatch(k.image):
             raise BadInput(f"line {k.line}: image= must be the name of an uploaded picture (POST /api/uploads), got {k.image!r}")
 
