@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import read_png, read_video, run_cli
+from conftest import read_png, read_video
 
 # Slow enough to kill in the middle (about 0.4 s a frame), small enough to stay quick.
 WALK = ["seed-walk", "a castle", "--seeds", "1,2,3", "--frames", "5", "--preset", "tiny", "--steps", "30", "--batch-size", "2"]
@@ -47,9 +47,35 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float = 120) -> None:
         time.sleep(0.02)
 
 
+def here(*args, cwd: Path, cache: Path | None = None, check_ok: bool = True) -> subprocess.CompletedProcess:
+    """The CLI in this process, in `cwd` (and with its own cache): for the runs around the
+    killed ones, where the operating system is not what is tested. Spares an interpreter's and
+    torch's start-up (5 s of two cores) per run."""
+    from typer.testing import CliRunner
+
+    from latentwalk.cli import app
+
+    saved = (os.getcwd(), {k: os.environ.get(k) for k in ("LATENTWALK_CACHE", "HF_HUB_OFFLINE", "LATENTWALK_DEBUG")})
+    os.chdir(cwd)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ.pop("LATENTWALK_DEBUG", None)
+    if cache is not None:
+        os.environ["LATENTWALK_CACHE"] = str(cache)
+    try:
+        result = CliRunner().invoke(app, [str(a) for a in args])
+    finally:
+        os.chdir(saved[0])
+        for key, value in saved[1].items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+    done = subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+    if check_ok and done.returncode != 0:
+        raise AssertionError(f"exit {done.returncode}\nstdout: {done.stdout}\nstderr: {done.stderr}")
+    return done
+
+
 def finish(args, cwd: Path, cache: Path) -> tuple[subprocess.CompletedProcess, dict]:
     """Run to the end with --keep-frames, so the frames can be compared afterwards."""
-    result = run_cli(*args, "--keep-frames", "--json", cwd=cwd, env={"LATENTWALK_CACHE": str(cache)})
+    result = here(*args, "--keep-frames", "--json", cwd=cwd, cache=cache)
     return result, json.loads(result.stdout)
 
 
@@ -61,7 +87,7 @@ def pixels(folder: Path) -> list[np.ndarray]:
 def reference(tmp_path_factory) -> tuple[list[np.ndarray], np.ndarray]:
     """The uninterrupted render: its frames and its decoded video."""
     folder = tmp_path_factory.mktemp("reference")
-    run_cli(*WALK, "-o", "ref.mp4", "--frames-dir", "frames", "-q", cwd=folder)
+    here(*WALK, "-o", "ref.mp4", "--frames-dir", "frames", "-q", cwd=folder)
     frames = pixels(folder / "frames")
     assert len(frames) == FRAMES
     return frames, read_video(folder / "ref.mp4")[0]
@@ -140,15 +166,14 @@ def test_a_changed_parameter_never_reuses_old_frames(tmp_path, reference):
 
 def test_success_removes_the_work_directory_unless_keep_frames(tmp_path):
     cache = tmp_path / "cache"
-    env = {"LATENTWALK_CACHE": str(cache)}
     fast = ["seed-walk", "a castle", "--seeds", "1,2", "--frames", "2", "--preset", "tiny", "--steps", "2"]
-    run_cli(*fast, "-o", "a.mp4", cwd=tmp_path, env=env)
+    here(*fast, "-o", "a.mp4", cwd=tmp_path, cache=cache)
     assert list(cache.glob("work/*")) == []
-    summary = json.loads(run_cli(*fast, "-o", "b.mp4", "--keep-frames", "--json", cwd=tmp_path, env=env).stdout)
+    summary = json.loads(here(*fast, "-o", "b.mp4", "--keep-frames", "--json", cwd=tmp_path, cache=cache).stdout)
     kept = Path(summary["frames_dir"])
     assert kept.parent == cache / "work" and len(list(kept.glob("frame_*.png"))) == 3
     # Kept frames are reused: another format of the same walk costs no rendering.
-    result = run_cli(*fast, "-o", "c.webm", "--json", cwd=tmp_path, env=env)
+    result = here(*fast, "-o", "c.webm", "--json", cwd=tmp_path, cache=cache)
     assert json.loads(result.stdout)["resumed"] == 3
     assert read_video(tmp_path / "c.webm")[0].shape == (3, 64, 64, 3)
 
@@ -157,25 +182,25 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_lives(tmp_pa
     cache = tmp_path / "cache"
     first = start([*LONG_WALK, "-o", "walk.mp4"], tmp_path, cache)
     wait_for(lambda: (tmp_path / ".walk.mp4.lock").exists() and len(work_frames(cache)) >= 1, first)
+    first.send_signal(signal.SIGSTOP)  # still holding its locks, no longer taking the cores
     # Other parameters, same output: the output lock refuses it.
-    result = run_cli(*LONG_WALK, "--steps", "3", "-o", "walk.mp4", cwd=tmp_path, check_ok=False, env={"LATENTWALK_CACHE": str(cache)})
+    result = here(*LONG_WALK, "--steps", "3", "-o", "walk.mp4", cwd=tmp_path, check_ok=False, cache=cache)
     assert result.returncode == 75
     assert result.stderr.startswith(f"Error: output 'walk.mp4' is in use by another latentwalk (pid {first.pid} on ")
     assert result.stderr.count("\n") == 1
     # Same parameters, other output: the same frames, so the work directory's lock refuses it.
-    result = run_cli(*LONG_WALK, "-o", "other.mp4", cwd=tmp_path, check_ok=False, env={"LATENTWALK_CACHE": str(cache)})
+    result = here(*LONG_WALK, "-o", "other.mp4", cwd=tmp_path, check_ok=False, cache=cache)
     assert result.returncode == 75 and "frames folder" in result.stderr
     # Dead holders leave their lock files, but not their locks.
     first.kill(), first.communicate()
     assert (tmp_path / ".walk.mp4.lock").exists()
     # (A cheap job: what matters is that the dead holder's lock does not stop it.)
-    run_cli(*WALK, "--steps", "2", "-o", "walk.mp4", "-q", cwd=tmp_path, env={"LATENTWALK_CACHE": str(cache)})
+    here(*WALK, "--steps", "2", "-o", "walk.mp4", "-q", cwd=tmp_path, cache=cache)
     assert (tmp_path / "walk.mp4").exists() and not (tmp_path / ".walk.mp4.lock").exists()
 
 
 def test_clean_lists_and_removes_stale_work_directories_but_not_running_ones(tmp_path):
     cache = tmp_path / "cache"
-    env = {"LATENTWALK_CACHE": str(cache)}
     stale = start([*LONG_WALK, "-o", "stale.mp4"], tmp_path, cache)
     wait_for(lambda: len(work_frames(cache)) >= 1, stale)
     stale.kill(), stale.communicate()
@@ -183,10 +208,11 @@ def test_clean_lists_and_removes_stale_work_directories_but_not_running_ones(tmp
     running = start([*LONG_WALK, "--seeds", "4,5,6", "-o", "running.mp4"], tmp_path, cache)
     try:
         wait_for(lambda: len(list(cache.glob("work/*"))) == 2, running)
-        listing = run_cli("clean", "--dry-run", cwd=tmp_path, env=env).stdout
+        running.send_signal(signal.SIGSTOP)  # its locks held, its cores free
+        listing = here("clean", "--dry-run", cwd=tmp_path, cache=cache).stdout
         assert listing.count("would remove: ") == 1 and str(tmp_path / "stale.mp4") in listing
         assert listing.count("kept (running): ") == 1
-        summary = json.loads(run_cli("clean", "--json", cwd=tmp_path, env=env).stdout)
+        summary = json.loads(here("clean", "--json", cwd=tmp_path, cache=cache).stdout)
         actions = {Path(w["outputs"][0]).name: w["action"] for w in summary["work_dirs"]}
         assert actions == {"stale.mp4": "removed", "running.mp4": "kept"} and summary["freed_bytes"] > 0
         assert len(list(cache.glob("work/*"))) == 1
@@ -194,7 +220,7 @@ def test_clean_lists_and_removes_stale_work_directories_but_not_running_ones(tmp
         assert not list(tmp_path.glob(".stale.mp4*")) and (tmp_path / ".running.mp4.lock").exists()
     finally:
         running.kill(), running.communicate()
-    assert "No work directories" in run_cli("clean", cwd=tmp_path, env={"LATENTWALK_CACHE": str(tmp_path / "none")}).stdout
+    assert "No work directories" in here("clean", cwd=tmp_path, cache=tmp_path / "none").stdout
 
 
 def ffmpeg_children(pid: int) -> list[int]:
@@ -255,13 +281,13 @@ def test_a_full_disk_is_one_line_and_keeps_finished_frames(tmp_path, limit, mess
 def test_generate_resumes_past_the_images_it_already_wrote(tmp_path):
     cache = tmp_path / "cache"
     args = ["generate", "a castle", "--seeds", "1-6", "--preset", "tiny", "--steps", "40", "-o", "out"]
-    run_cli(*args, "-o", "ref", "-q", cwd=tmp_path)
+    here(*args, "-o", "ref", "-q", cwd=tmp_path)
     proc = start(args, tmp_path, cache)
     wait_for(lambda: len(list((tmp_path / "out").glob("*.png"))) >= 2, proc)
     proc.kill(), proc.communicate()
     written = {p.name: p.read_bytes() for p in (tmp_path / "out").glob("*.png")}
     assert 2 <= len(written) < 6
-    summary = json.loads(run_cli(*args, "--json", cwd=tmp_path, env={"LATENTWALK_CACHE": str(cache)}).stdout)
+    summary = json.loads(here(*args, "--json", cwd=tmp_path, cache=cache).stdout)
     assert summary["resumed"] >= len(written) and list(cache.glob("work/*")) == []
     for name, data in written.items():  # untouched, not rewritten
         assert (tmp_path / "out" / name).read_bytes() == data
@@ -277,7 +303,7 @@ def test_an_audio_walk_killed_mid_render_resumes_to_identical_frames_and_sound(t
 
     write_wav(tmp_path / "clicks.wav", click_track([0.3, 0.7, 1.45, 1.8], 2.5))
     args = [*WALK[:3], "1,2", *WALK[6:], "--audio", "clicks.wav", "--audio-start", "0.5", "--audio-duration", "1.5", "--fps", "8"]
-    run_cli(*args, "-o", "ref.mp4", "--frames-dir", "ref", "-q", cwd=tmp_path)
+    here(*args, "-o", "ref.mp4", "--frames-dir", "ref", "-q", cwd=tmp_path)
     reference = pixels(tmp_path / "ref")
     assert len(reference) == 12
     cache = tmp_path / "cache"
@@ -300,7 +326,7 @@ def test_a_shared_walk_sigkilled_mid_render_resumes_bit_identical(tmp_path):
     walk = [*WALK, "--steps", "16", "--share"]  # (quicker: the kill comes after 6 of about 14 renders)
     reference = tmp_path / "reference"
     reference.mkdir()
-    run_cli(*walk, "-o", "ref.mp4", "--frames-dir", "frames", "-q", cwd=reference)
+    here(*walk, "-o", "ref.mp4", "--frames-dir", "frames", "-q", cwd=reference)
     frames = pixels(reference / "frames")
     cache = tmp_path / "cache"
     proc = start([*walk, "-o", "walk.mp4"], tmp_path, cache)
@@ -316,7 +342,7 @@ def test_a_shared_walk_sigkilled_mid_render_resumes_bit_identical(tmp_path):
     for i, (a, b) in enumerate(zip(resumed, frames)):
         assert np.array_equal(a, b), f"frame {i} differs"
     # The resumed run's manifest records the starts of the renders it found, too.
-    run_cli("render", "walk.mp4.json", "-o", "again.mp4", "--frames-dir", "again", "-q", cwd=tmp_path)
+    here("render", "walk.mp4.json", "-o", "again.mp4", "--frames-dir", "again", "-q", cwd=tmp_path)
     assert all(np.array_equal(a, b) for a, b in zip(pixels(tmp_path / "again"), frames, strict=True))
 
 
@@ -328,7 +354,7 @@ def test_an_image_walk_sigkilled_while_inverting_and_while_rendering_resumes_bit
     Image.fromarray((np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)).save(tmp_path / "photo.png")
     (tmp_path / "walk.txt").write_text("a castle | image=photo.png\na forest | seed=2\n")
     walk = ["prompt-walk", "walk.txt", *WALK[4:], "--no-smooth"]
-    run_cli(*walk, "-o", "ref.mp4", "--frames-dir", "ref", "-q", cwd=tmp_path, env={"LATENTWALK_CACHE": str(tmp_path / "ref-cache")})
+    here(*walk, "-o", "ref.mp4", "--frames-dir", "ref", "-q", cwd=tmp_path, cache=tmp_path / "ref-cache")
     reference = pixels(tmp_path / "ref")
     cache = tmp_path / "cache"
     inverted = lambda: any(cache.glob("inversions/*.safetensors"))  # noqa: E731
