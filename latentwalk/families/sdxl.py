@@ -56,37 +56,35 @@ class StableDiffusionXL(StableDiffusion):
         inputs["added_cond_kwargs"] = {"text_embeds": pooled.to(self.device, self.dtype), "time_ids": time_ids}
         return inputs
 
-    @torch.inference_mode()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """As the SDXL pipeline decodes: its VAE overflows in float16 (force_upcast: decode in
-        float32), and some SDXL models (Playground) normalise latents by a mean and std."""
+    def _vae(self):
+        """The VAE as the SDXL pipeline uses it: in float32 where it overflows in float16
+        (force_upcast), with the mean and std some models (Playground) normalise latents by."""
         vae = self.pipe.vae
         if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
             vae.to(torch.float32)
-        mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+        return vae, getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+
+    @staticmethod
+    def _per_channel(values, like: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(values).view(1, like.shape[1], 1, 1).to(like.device, like.dtype)
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        vae, mean, std = self._vae()
         if mean is None or std is None:
             return super().decode(latents)
         latents = latents.to(vae.dtype)
-        shape = (1, latents.shape[1], 1, 1)
-        mean = torch.tensor(mean).view(shape).to(latents.device, latents.dtype)
-        std = torch.tensor(std).view(shape).to(latents.device, latents.dtype)
+        mean, std = self._per_channel(mean, latents), self._per_channel(std, latents)
         images = vae.decode(latents * std / vae.config.scaling_factor + mean, return_dict=False)[0]
         images = (images.float() / 2 + 0.5).clamp(0, 1)
         return (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
 
     @torch.inference_mode()
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        """As decode's inverse: in float32 where the VAE overflows in float16, normalised by the
-        mean and std where the model has them (Playground)."""
-        vae = self.pipe.vae
-        if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
-            vae.to(torch.float32)
-        mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+        """decode's inverse."""
+        vae, mean, std = self._vae()
         if mean is None or std is None:
             return super().encode_image(image)
         pixels = image.permute(0, 3, 1, 2).to(self.device, vae.dtype) / 127.5 - 1
         latents = vae.encode(pixels).latent_dist.mode().float()
-        shape = (1, latents.shape[1], 1, 1)
-        mean = torch.tensor(mean).view(shape).to(latents.device, latents.dtype)
-        std = torch.tensor(std).view(shape).to(latents.device, latents.dtype)
-        return (latents - mean) * vae.config.scaling_factor / std
+        return (latents - self._per_channel(mean, latents)) * vae.config.scaling_factor / self._per_channel(std, latents)
