@@ -267,3 +267,20 @@ def test_a_sampler_that_adds_noise_is_named_in_a_warning(run, tmp_path):
     (tmp_path / "walk.txt").write_text("image=red.png\na blue square\n")
     result = run("prompt-walk", "walk.txt", "--preset", "tiny", "--steps", "2", "--frames", "2", "--no-smooth", "--scheduler", "euler-a", "-q")
     assert "Warning: image= keyframes: the EulerAncestralDiscreteScheduler sampler adds fresh noise at every step" in result.output
+
+
+def test_sdxl_latents_normalised_by_a_mean_and_std_round_trip_as_plain_ones():
+    """Playground-style VAEs normalise latents by a per-channel mean and std: encode_image and
+    decode undo each other, so the picture the sampler ends on decodes as without them."""
+    from latentwalk.backend import Backend
+    from latentwalk.tiny import build_tiny_sdxl_pipeline
+
+    backend = Backend(build_tiny_sdxl_pipeline(), "mem", torch.device("cpu"), torch.float32)
+    image = torch.from_numpy(drawn(RED))[None]
+    plain_latents = backend.family.encode_image(image)
+    plain = backend.family.decode(plain_latents)
+    channels = backend.pipe.vae.config.latent_channels
+    backend.pipe.vae.register_to_config(latents_mean=[0.5] * channels, latents_std=[2.0] * channels)
+    latents = backend.family.encode_image(image)
+    assert (backend.family.decode(latents).int() - plain.int()).abs().max() <= 1
+    assert not torch.allclose(latents, plain_latents)  # normalised: (plain - mean x scale) / std
