@@ -94,6 +94,7 @@ ShardOpt = Annotated[Optional[str], typer.Option("--shard", help="Render only pa
 RayOpt = Annotated[Optional[str], typer.Option("--ray", help="Render the walk's parts as Ray tasks, one GPU each (CPUs without GPUs), and join them: the address of a Ray cluster, or 'local' to start one on this machine. Needs latentwalk[ray].", show_default=False)]
 Workers = Annotated[Optional[int], typer.Option("--workers", help="With --ray: parts to split the walk into, rendered side by side. [default: 2]", show_default=False)]
 Fit = Annotated[Optional[str], typer.Option("--fit", help="How an image= keyframe's picture takes the frame's shape: crop (the centre, at the frame's aspect), pad (all of it, on white) or stretch. [default: crop]", show_default=False)]
+InvertGuidance = Annotated[Optional[float], typer.Option("--invert-guidance", help="The guidance image= pictures are inverted under (1: none). [default: the walk's --guidance]", show_default=False)]
 VideoOut = Annotated[Optional[Path], typer.Option("--output", "-o", help="Video file: .mp4 (H.264), .webm (VP9) or .gif. [default: from the prompt]", show_default=False)]
 
 
@@ -115,11 +116,12 @@ WALK = {
     "audio_start": (AudioStart, None), "audio_duration": (AudioDuration, None), "audio_react": (AudioReact, None),
     "on_beats": (OnBeats, None), "crf": (Crf, None), "frames_dir": (FramesDir, None), "keep_frames": (KeepFrames, False),
     "shard": (ShardOpt, None), "ray": (RayOpt, None), "workers": (Workers, None), "fit": (Fit, None),
+    "invert_guidance": (InvertGuidance, None),
 }  # fmt: skip
 OUTPUT = {"overwrite": (Overwrite, False), "quiet": (Quiet, False), "json_out": (Json, False)}
 # The flags that are Settings (job.py), and so also preset keys; the rest of MODEL is the Engine.
 SETTINGS = ("model", "revision", "family", "model_config", "lora", "vae", "steps", "guidance", "size", "negative",
-            "scheduler", "long_prompts", "device", "dtype", "batch_size", "fps", "frames", "crf", "ease", "fit")  # fmt: skip
+            "scheduler", "long_prompts", "device", "dtype", "batch_size", "fps", "frames", "crf", "ease", "fit", "invert_guidance")  # fmt: skip
 
 
 def takes(*groups: dict) -> Callable:

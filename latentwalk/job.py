@@ -43,6 +43,7 @@ DEFAULTS = dict(
     model_config=None,  # a single-file model's configs and tokenizers: a diffusers folder or hub id
     long_prompts=False,  # encode prompts past CLIP's 77 tokens in chunks
     fit="crop",  # how an image keyframe's picture takes the frame's shape (pictures.py)
+    invert_guidance=None,  # the guidance a picture is inverted under; None: the walk's
 )
 
 
@@ -68,6 +69,7 @@ class Settings:
     model_config: str | None = None
     long_prompts: bool = False
     fit: str = "crop"
+    invert_guidance: float | None = None
 
 
 def resolve_settings(preset: str | None, **flags) -> Settings:
@@ -100,6 +102,8 @@ def resolve_settings(preset: str | None, **flags) -> Settings:
         from latentwalk.pictures import check_fit
 
         check_fit(values["fit"])
+    if values["invert_guidance"] is not None and not 0 <= values["invert_guidance"] <= 100:
+        raise BadInput(f"--invert-guidance must be from 0 to 100, got {values['invert_guidance']}")
     if values["scheduler"] is not None:
         check_sampler(values["scheduler"], values)  # milliseconds, not a model load
     values["lora"] = [parse_lora(item) if isinstance(item, str) else [str(item[0]), float(item[1])] for item in values["lora"]]
@@ -332,6 +336,8 @@ class Job:
             from latentwalk.pictures import check_fit
 
             check_fit(self.settings.fit)
+        if not (s.invert_guidance is None or (isinstance(s.invert_guidance, (int, float)) and 0 <= s.invert_guidance <= 100)):
+            raise BadInput("invert_guidance must be a number from 0 to 100, or null")
         check_positive("batch_size", self.settings.batch_size, limit=1024)
 
 
@@ -389,7 +395,7 @@ _NOT_RENDERS = ("plan", "lengths", "smooth", "crossfade", "chunks", "loop", "dis
 
 
 # Settings added after 0.1, left out of the key at their defaults: older interrupted renders resume.
-_LATER = {"family": None, "model_config": None, "long_prompts": False, "shard": None, "share": False, "fit": "crop"}
+_LATER = {"family": None, "model_config": None, "long_prompts": False, "shard": None, "share": False, "fit": "crop", "invert_guidance": None}
 PICTURE = ("image", "image_sha256")  # a keyframe's picture: left out where it has none
 
 
@@ -399,7 +405,8 @@ def job_key(job: Job, identity: dict[str, Any]) -> str:
     data = {k: v for k, v in job.to_dict().items() if k not in _NOT_RENDERS and not (k in _LATER and v == _LATER[k])}
     data["settings"] = {k: v for k, v in data["settings"].items() if k not in _NOT_PIXELS and not (k in _LATER and v == _LATER[k])}
     if not any(k.image for k in job.keyframes):
-        data["settings"].pop("fit", None)  # it shapes pictures only
+        for name in ("fit", "invert_guidance"):  # they shape pictures only
+            data["settings"].pop(name, None)
     # A picture by its content: where it lies does not change a pixel.
     data["keyframes"] = [{k: v for k, v in kf.items() if k not in ("frames", "at", "image")} for kf in data["keyframes"]]
     if job.share and job.smooth:

@@ -73,6 +73,7 @@ class RenderSpec:
     # model for the inversions kept in the cache (the runner's identity: model files, dtype,
     # device, versions).
     fit: str = "crop"
+    invert_guidance: float | None = None  # None: the walk's guidance
     identity: str = ""
     # Filled in while rendering: every frame's position, the batches rendered, discontinuities.
     frames: list[Frame] = field(default_factory=list)
@@ -182,18 +183,19 @@ class Renderer:
         picture = self.pictures[i] = load(Path(keyframe.image), spec.width, spec.height, spec.fit, keyframe.image_sha256)
         cond = {name: value[i : i + 1] for name, value in self.conds.items()}
         scheduler = self.backend.pipe.scheduler  # its config less diffusers' bookkeeping ("_use_default_values" is a set's order)
+        guidance = spec.guidance if spec.invert_guidance is None else spec.invert_guidance
         digest = hashlib.sha256()
         for name in sorted(cond):
             digest.update(name.encode() + cond[name].float().cpu().numpy().tobytes())
         key = hashlib.sha256(json.dumps({
             "picture": keyframe.image_sha256, "fit": spec.fit, "size": [spec.width, spec.height], "steps": spec.steps,
-            "guidance": spec.guidance, "sampler": [type(scheduler).__name__, {k: v for k, v in scheduler.config.items() if not k.startswith("_")}], "model": spec.identity,
+            "guidance": guidance, "sampler": [type(scheduler).__name__, {k: v for k, v in scheduler.config.items() if not k.startswith("_")}], "model": spec.identity,
             "cond": digest.hexdigest(), "inversion": self.backend.family.inversion,
         }, sort_keys=True, default=str).encode()).hexdigest()[:32]  # fmt: skip
         noise = load_inversion(key)
         if noise is None:
             started = time.perf_counter()
-            noise = self.backend.invert(picture, cond, spec.steps, spec.guidance)
+            noise = self.backend.invert(picture, cond, spec.steps, guidance)
             save_inversion(key, noise)
             spec.inversions += 1
             spec.timings["invert"] += time.perf_counter() - started

@@ -188,7 +188,7 @@ def _render(job, sink, options, store: FrameStore, timings, warn, texts, device,
                       ease=settings.ease, profile=profile, extra=extra, crossfade=job.crossfade, chunks=job.chunks, only=only,
                       shard=None if job.shard is None else Shard(**job.shard), share=job.share,
                       starts=None if job.starts is None else {(a, b, t): (k, lo, hi) for a, b, t, k, lo, hi in job.starts},
-                      fit=settings.fit, identity=json.dumps({**identity, "lora": settings.lora, "vae": settings.vae}, sort_keys=True))  # fmt: skip
+                      fit=settings.fit, invert_guidance=settings.invert_guidance, identity=json.dumps({**identity, "lora": settings.lora, "vae": settings.vae}, sort_keys=True))  # fmt: skip
     if job.chunks is not None:
         most = sum(len(c) for c in job.chunks)
     elif placed:

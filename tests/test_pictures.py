@@ -262,6 +262,18 @@ def test_a_manifest_re_renders_with_its_picture_and_names_it_when_missing(run, t
     assert not (tmp_path / "third.mp4").exists()
 
 
+def test_the_inversion_s_guidance_can_differ_from_the_walk_s(run, tmp_path):
+    Image.fromarray(drawn(RED)).save(tmp_path / "red.png")
+    (tmp_path / "walk.txt").write_text("a red circle | image=red.png\na blue square\n")  # (with no words, guidance changes nothing)
+    walk = ["prompt-walk", "walk.txt", "--preset", "tiny", "--steps", "3", "--frames", "2", "--no-smooth", "--json", "-q"]
+    default, unguided = (json.loads(run(*walk, *extra, "-o", f"{name}.mp4").stdout) for name, extra in
+                         (("default", []), ("unguided", ["--invert-guidance", "1"])))  # fmt: skip
+    assert default["inversions"] == unguided["inversions"] == 1  # another inversion, kept apart
+    assert default["pictures"][0]["difference"] != unguided["pictures"][0]["difference"]
+    assert json.loads((tmp_path / "unguided.mp4.json").read_text())["job"]["settings"]["invert_guidance"] == 1
+    assert run(*walk, "--invert-guidance", "-3", code=2).output == "Error: --invert-guidance must be from 0 to 100, got -3.0\n"
+
+
 def test_a_sampler_that_adds_noise_is_named_in_a_warning(run, tmp_path):
     Image.fromarray(drawn(RED)).save(tmp_path / "red.png")
     (tmp_path / "walk.txt").write_text("image=red.png\na blue square\n")
