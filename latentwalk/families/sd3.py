@@ -93,10 +93,10 @@ class StableDiffusion3(StableDiffusion):
     @torch.inference_mode()
     def invert(self, latents: torch.Tensor, cond: dict[str, torch.Tensor], steps: int, guidance: float) -> torch.Tensor:
         """The initial noise [1, C, h, w] from which the walk's sampler draws `latents` back under
-        `guidance`: the flow's ODE run from the picture (sigma 0) up to the first sigma by Euler steps along
-        the sampler's own sigmas, each step's velocity taken where the step starts, at the
-        timestep it goes to (the forward step's own timestep). Noise is the sampler's space at
-        sigma 1, so it mixes with seeds as it is."""
+        `guidance`: the flow's ODE run from the picture (sigma 0) up to the first sigma by Euler
+        steps along the sampler's own sigmas, each step's velocity taken where the step starts,
+        at the timestep it goes to (the forward step's own timestep). Noise is the sampler's
+        space at sigma 1, so it mixes with seeds as it is."""
         scheduler = self.begin(steps, tuple(latents.shape[1:]))
         timesteps = scheduler.timesteps[distinct(scheduler.timesteps)]
         sigmas = [float(t) / scheduler.config.num_train_timesteps for t in timesteps] + [0.0]
