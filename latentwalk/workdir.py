@@ -49,11 +49,16 @@ def inversion_path(key: str) -> Path:
 
 
 def save_inversion(key: str, noise) -> None:
+    """Kept if the cache can take it: one that cannot (read-only, full) costs a later run the
+    inversion again, never this render."""
     from safetensors.torch import save
 
     path = inversion_path(key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_whole(path, save({"noise": noise.detach().contiguous().cpu()}))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_whole(path, save({"noise": noise.detach().contiguous().cpu()}))
+    except (OSError, LatentwalkError):
+        pass
 
 
 def load_inversion(key: str):
