@@ -232,31 +232,38 @@ def find_audio(audio: dict, manifest_file: Path, given: Path | None) -> Path:
         if file_sha256(given) != audio["sha256"]:
             raise BadInput(f"audio {str(given)!r} is not the file the manifest was rendered with (its sha256 differs)")
         return given
-    for path in (Path(audio["file"]), manifest_file.parent / name):
-        if path.is_file() and file_sha256(path) == audio["sha256"]:
-            return path
+    found = where_now(audio["file"], name, audio["sha256"], manifest_file)
+    if found is not None:
+        return found
     raise BadInput(f"the manifest needs its audio {name!r} (sha256 {audio['sha256'][:12]}...), which is not at {audio['file']!r} "
                    f"nor beside the manifest (or has changed); give it with --audio")  # fmt: skip
 
 
-def find_pictures(job: Job, manifest_file: Path) -> None:
-    """Each image keyframe's picture: where it was, else beside the manifest by name; the same
-    bytes (sha256), or the walk would not start from the same noise."""
-    from dataclasses import replace
-
+def where_now(recorded: str, name: str, sha256: str, manifest_file: Path) -> Path | None:
+    """A file a manifest names (its audio, its pictures): where it was, else beside the manifest
+    by `name`; only the same bytes (sha256) count."""
     from latentwalk.audio import file_sha256
+
+    for path in (Path(recorded), manifest_file.parent / name):
+        if path.is_file() and file_sha256(path) == sha256:
+            return path
+    return None
+
+
+def find_pictures(job: Job, manifest_file: Path) -> None:
+    """Each image keyframe's picture, by where_now; the same bytes, or the walk would not start
+    from the same noise."""
+    from dataclasses import replace
 
     for i, keyframe in enumerate(job.keyframes):
         if keyframe.image is None:
             continue
         name = Path(keyframe.image).name
-        for candidate in (Path(keyframe.image), manifest_file.parent / name):
-            if candidate.is_file() and file_sha256(candidate) == keyframe.image_sha256:
-                job.keyframes[i] = replace(keyframe, image=str(candidate.resolve()))
-                break
-        else:
+        found = where_now(keyframe.image, name, keyframe.image_sha256, manifest_file)
+        if found is None:
             raise BadInput(f"the manifest needs the picture {name!r} of keyframe {i} (sha256 {keyframe.image_sha256[:12]}...), which is not at "
                            f"{keyframe.image!r} nor beside the manifest (or has changed); put it back or beside the manifest")  # fmt: skip
+        job.keyframes[i] = replace(keyframe, image=str(found.resolve()))
 
 
 def legacy_chunks(job: Job) -> list[list[tuple[int, int, float]]]:
