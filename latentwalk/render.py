@@ -623,7 +623,9 @@ class _Segment:
         yet, its share of the measured gap it splits. The first look starts from noise.
         So every start is known now and a render waits only for its neighbours to pass its start
         step, not to finish: the round's renders run side by side. In a suspected discontinuity,
-        and where a neighbour starts later than the render would, it starts from its own noise."""
+        in a big gap that changes much faster than the segment (where the model may jump: see
+        sharing.FAST), and where a neighbour starts later than the render would, it starts from
+        its own noise."""
         made = sorted(self.features)
         found, planned = [], {}
         # A frame's share of the segment's change, as far as the renders so far tell.
@@ -642,11 +644,12 @@ class _Segment:
                 around_change = feature_distance(self.features[outer_lo], self.features[outer_hi])
                 change = around_change * (hi - lo) / (outer_hi - outer_lo)
             frames_worth = change / per_frame
+            speed = change / max(whole * (hi - lo), 1e-9)  # over the segment's average
             # The first look along the segment is where the placement finds its jumps: its renders
             # are the model's own pictures (a mix across a jump would hide it), and with no
             # neighbours to wait for they fill the pool together (measured: evener and faster).
             first_look = self.placer.rounds <= 1
-            step = 0 if first_look else sharing.start_step(frames_worth, self.renderer.steps, jump=self.placer.suspect(outer_lo, outer_hi))
+            step = 0 if first_look else sharing.start_step(frames_worth, self.renderer.steps, jump=self.placer.suspect(outer_lo, outer_hi), speed=speed)
             ends = (position(self.a, self.b, lo), lo), (position(self.a, self.b, hi), hi)
             if step and any(planned.get(x, 0) > step for x in (lo, hi)):
                 step = 0  # a neighbour of this round starts later: it never holds this step's latents

@@ -30,6 +30,13 @@ LATEST = 0.75
 # latents at these steps (about 15 of them at most: 15 at 20 steps, 11 at 30, 18 at 50), for the
 # renders that will start from it. (Flux at 1024 px: about 0.5 MB a step.)
 STARTS = 20
+# A gap that changes FAST times faster than its segment does on average and carries at least
+# BIG frames' worth is where the model may jump (a shape teleports) before the placement has
+# narrowed it down: a mix across it comes out as a double exposure (measured: every ghost of
+# scripts/bench_share.py started in such a gap, and later renders shared from it were ghosts too),
+# so a render there starts from its own noise, which is also what tells the placement it jumps.
+FAST = 3.0
+BIG = 4.0
 
 
 def stride(steps: int) -> int:
@@ -43,12 +50,13 @@ def starts(steps: int, latest: float = LATEST) -> list[int]:
     return list(range(0, last + 1, stride(steps)))
 
 
-def start_step(change: float, steps: int, jump: bool = False, far: float = FAR, near: float = NEAR, latest: float = LATEST) -> int:
+def start_step(change: float, steps: int, jump: bool = False, speed: float = 1.0, far: float = FAR, near: float = NEAR, latest: float = LATEST) -> int:
     """The step an in-between render starts at, from the change between its two neighbours'
-    pictures in frames' worth: 0 (its own noise) at `far` or more, or where the neighbours
-    straddle a discontinuity (`jump`); the latest start at `near` or less; log-linear between,
-    rounded down to a start the neighbours kept."""
-    if jump or steps < 4 or not math.isfinite(change) or change >= far:
+    pictures in frames' worth: 0 (its own noise) at `far` or more, where the neighbours
+    straddle a discontinuity (`jump`), or where the gap changes `speed` times faster than its
+    segment on average, at least FAST, and carries at least BIG frames' worth; the latest start
+    at `near` or less; log-linear between, rounded down to a start the neighbours kept."""
+    if jump or steps < 4 or not math.isfinite(change) or change >= far or (speed >= FAST and change >= BIG):
         return 0
     share = 1.0 if change <= near else math.log(far / change) / math.log(far / near)
     wanted = math.floor(share * latest * steps)

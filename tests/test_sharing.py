@@ -29,6 +29,19 @@ def test_a_suspected_discontinuity_or_a_short_schedule_starts_from_noise():
     assert sharing.start_step(float("inf"), 20) == 0
 
 
+def test_a_big_gap_that_changes_much_faster_than_its_segment_starts_from_noise():
+    """Where the model may jump (a shape teleports) before placement has narrowed it down: a
+    large change concentrated in a narrow gap. A mix across it would be a double exposure."""
+    big = sharing.BIG * 2
+    assert sharing.start_step(big, 20) > 0  # as fast as the segment goes: shared
+    assert sharing.start_step(big, 20, speed=sharing.FAST * 0.9) > 0
+    assert sharing.start_step(big, 20, speed=sharing.FAST) == 0
+    assert sharing.start_step(big, 20, speed=100.0) == 0
+    # A fast but small change (a gap already narrowed to a frame or two) still shares.
+    assert sharing.start_step(sharing.BIG * 0.9, 20, speed=100.0) > 0
+    assert sharing.start_step(1.0, 20, speed=100.0) == max(sharing.starts(20))
+
+
 @pytest.mark.parametrize("steps", [4, 8, 20, 30, 50, 100])
 def test_the_starts_a_render_keeps_are_few_and_leave_the_last_quarter(steps):
     starts = sharing.starts(steps)
