@@ -32,11 +32,14 @@ LATEST = 0.75
 STARTS = 20
 # A gap that changes FAST times faster than its segment does on average and carries at least
 # BIG frames' worth is where the model may jump (a shape teleports) before the placement has
-# narrowed it down: a mix across it comes out as a double exposure (measured: every ghost of
-# scripts/bench_share.py started in such a gap, and later renders shared from it were ghosts too),
-# so a render there starts from its own noise, which is also what tells the placement it jumps.
+# narrowed it down: a mix across it comes out as a double exposure (measured in
+# scripts/bench_share.py's worst walk: a render started in a gap 3.5x as fast as its segment and
+# 10 frames' worth wide was a ghost, hid the jump from the placement, and five renders shared from
+# it were ghosts too), so a render there starts from its own noise, which also shows the
+# placement the jump. (BIG 8 against 4: fewer renders from noise at 96 frames a segment, and
+# evener there; alike at 24.)
 FAST = 3.0
-BIG = 4.0
+BIG = 8.0
 
 
 def stride(steps: int) -> int:
