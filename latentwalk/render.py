@@ -701,8 +701,7 @@ def _placed(renderer: Renderer, spec: RenderSpec) -> Iterator[tuple[Frame, np.nd
     same ones. A segment's frames go out once it and every segment before it are settled."""
     n_keys = len(spec.keyframes)
     lo, hi = (spec.shard.lo, spec.shard.hi) if spec.shard is not None else (0, len(spec.lengths))
-    needed = {a for a in range(lo, hi)} | {(a + 1) % n_keys for a in range(lo, hi)}
-    _keyframes(renderer, spec, range(n_keys), needed)
+    _keyframes(renderer, spec, range(n_keys), keyframes_used(spec))
     total = sum(spec.lengths) + (0 if spec.loop else 1)
     starts = [sum(spec.lengths[:a]) for a in range(len(spec.lengths))]
     # Unsettled segments side by side: four per batch's worth of rounds (measured: a 6-seed
