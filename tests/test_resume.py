@@ -207,7 +207,8 @@ def test_clean_lists_and_removes_stale_work_directories_but_not_running_ones(tmp
     assert (tmp_path / ".stale.mp4.lock").exists()  # a killed run cannot tidy up
     running = start([*LONG_WALK, "--seeds", "4,5,6", "-o", "running.mp4"], tmp_path, cache)
     try:
-        wait_for(lambda: len(list(cache.glob("work/*"))) == 2, running)
+        # job.json, not the folder: a folder is made a moment before the record naming its outputs.
+        wait_for(lambda: len(list(cache.glob("work/*/job.json"))) == 2, running)
         running.send_signal(signal.SIGSTOP)  # its locks held, its cores free
         listing = here("clean", "--dry-run", cwd=tmp_path, cache=cache).stdout
         assert listing.count("would remove: ") == 1 and str(tmp_path / "stale.mp4") in listing
