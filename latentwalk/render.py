@@ -32,7 +32,7 @@ from latentwalk import __version__, sharing
 from latentwalk.errors import BadInput, LatentwalkError
 from latentwalk.backend import Backend
 from latentwalk.interp import INTERPOLATIONS, seed_noise, step_seed
-from latentwalk.placement import EXTRA_RENDERS, ROUND
+from latentwalk.placement import EXTRA_RENDERS
 from latentwalk.schedule import EASINGS, Frame, Keyframe, Pos, Shard, batched, position
 
 
@@ -62,6 +62,11 @@ class RenderSpec:
     crossfade: bool = False
     # Renders in the batches an earlier run made them in (a manifest's), to make them again exactly.
     chunks: list[list[Pos]] | None = None
+    # A smooth walk's in-between batches are one segment's round each, the same in every run,
+    # resume and shard of the walk: each is made at its own row count. A uniform walk's are cut
+    # from the frames by the batch size (a shard's last one is shorter than the whole walk's),
+    # so they are topped up to the batch size.
+    exact: bool = False
     only: set[int] | None = None  # stills: render just the batches holding these frames
     shard: Shard | None = None  # a placed walk's part: just its segments (and their keyframes)
     # Shared trajectories (sharing.py): in-between renders of a placed walk start part-way from
@@ -129,6 +134,26 @@ def feature_distance(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.abs(x - y).mean())
 
 
+class Passed:
+    """A pool render an earlier run made, in a round this run makes again: it keeps its place in
+    the round's calls, so the others meet calls of the sizes they met then (their bits depend
+    on it), without a model call, and shows the latents it kept as it passes each step, as a
+    render being made would, so the ones that start from it start when they did."""
+
+    def __init__(self, key: Pos, step: int, steps: int, image: np.ndarray, stored: dict[int, torch.Tensor]):
+        self.key, self.step, self.steps, self.image, self.stored = key, step, steps, image, stored
+        self.kept: dict[int, torch.Tensor] = {}
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.steps
+
+    def call(self) -> None:
+        if self.step in self.stored:
+            self.kept[self.step] = self.stored[self.step]
+        self.step += 1
+
+
 class Renderer:
     """Renders positions of the walk through the backend, batch by batch, keeping each in the
     store by its position. A batch is rendered whole or not at all, with the same members as
@@ -154,8 +179,14 @@ class Renderer:
         self.sharing = (spec.share or bool(spec.starts)) and backend.shares_steps() and self.steps >= 4
         self.keep = set(sharing.starts(self.steps)[1:]) if self.sharing else set()
         self.kept: dict[Pos, dict[int, torch.Tensor]] = {}
-        self.pending: list[tuple[Pos, tuple[Pos, float], tuple[Pos, float], int]] = []
-        self.active: list = []  # common.Trajectory rows in the pool, each at its own step
+        # The pool: each segment's round of renders, queued in order, each row at its own step.
+        # An entry is (position, lo, hi, start step, picture): the picture when an earlier run
+        # made it, whose row then passes through the pool without a model call (see Passed).
+        self.pending: list[tuple[Pos, tuple[Pos, float], tuple[Pos, float], int, np.ndarray | None]] = []
+        self.active: list = []  # common.Trajectory rows and Passed ones
+        self.rounds: dict[Pos, list[Pos]] = {}  # each pool render's round, to make it again
+        self.round_of: dict[Pos, int] = {}  # which round a render in the pool is of (rounds share no call)
+        self.numbered = 0
         # A manifest's starts: each must be one this sampler can make, and each render's kept
         # latents are let go of once the last render that starts from them has started.
         self.needed: dict[Pos, int] = defaultdict(int)
@@ -222,8 +253,7 @@ class Renderer:
     def render_batch(self, chunk: list[Pos]) -> None:
         """One batch: found whole in the store, or rendered whole."""
         if self.spec.starts and all(p in self.spec.starts for p in chunk):
-            for p in chunk:
-                self.render_recorded(p)
+            self.replay(chunk)
             return
         timings = self.spec.timings
         started = time.perf_counter()
@@ -236,12 +266,13 @@ class Renderer:
             self.spec.resumed += len(new)
             self._made(new)
             return
-        # A batch of in-between renders is always full: a short one is topped up with copies of
-        # its last row, whose pictures are dropped. A row's result can differ in its last float
-        # bits between batch sizes, but not between batch-mates at one size (measured), so no
-        # render depends on how the placement happened to group it: a shard's renders are the
-        # whole render's. (Keyframes keep generate's batches, which every run makes alike.)
-        size = self.spec.batch_size if all(p[2] != 0.0 for p in chunk) else len(chunk)
+        # A row's result can differ in its last float bits between call sizes and places in the
+        # call, but not with its batch-mates (measured), so each batch is made in its order and at
+        # a size every run of the walk gives it: its own for keyframes (generate's batches) and a smooth walk's rounds,
+        # and for a uniform walk's in-betweens the batch size, a short batch topped up with
+        # copies of its last row, whose pictures are dropped.
+        exact = self.spec.exact or self.spec.plan is None  # placed now, or a smooth walk's manifest
+        size = self.spec.batch_size if not exact and all(p[2] != 0.0 for p in chunk) else len(chunk)
         # Mixed over the whole topped-up batch, as before rows had their own steps: a mix's
         # reductions may sum in another order for another row count (on a GPU).
         padded = chunk + [chunk[-1]] * (size - len(chunk))
@@ -320,103 +351,144 @@ class Renderer:
             return None
         return image
 
-    def share(self, pos: Pos, lo: tuple[Pos, float], hi: tuple[Pos, float], step: int) -> bool:
-        """Queue an in-between render between two renders `lo` and `hi` (position, t) of its
-        segment, to start at `step` from their latents (0: its own noise) once both have passed
-        that step. True if it is made already (found in the store)."""
-        if pos in self.done:
-            return True
-        image = self.made(pos)
-        if image is not None:
-            # Recorded as if made now: a manifest of a resumed run starts it the same way.
+    def share(self, entries: list[tuple[Pos, tuple[Pos, float], tuple[Pos, float], int]]) -> list[Pos]:
+        """Queue one segment's round of in-between renders, each (position, lo, hi, step): to
+        start between two renders `lo` and `hi` (position, t) of its segment at `step` from
+        their latents (0: its own noise), once both have passed that step. Returns the ones
+        made already: all of them when an earlier run made the whole round.
+
+        A round runs in calls of its own (its renders never share a call with another round's,
+        or another segment's), each of as many rows as the round has in the pool at that step, in the order
+        they started. So every row's call sizes and places are a function of its round alone,
+        the same in a resume or a shard, and its bits with them. Renders an earlier run made of
+        a round it did not finish pass through the pool without being made again, keeping their
+        places, so the others meet the same calls."""
+        already = [e[0] for e in entries if e[0] in self.done]  # (made this run: none in a round)
+        entries = [e for e in entries if e[0] not in self.done]
+        found = {pos: self.made(pos) for pos, *_ in entries}
+        chunk = [e[0] for e in entries]
+        if not chunk:
+            return already
+        if not any(p in self.rounds for p in chunk):  # (not a round made again: recorded once)
+            self.spec.rendered.append(chunk)
+        self.numbered += 1
+        number = self.numbered
+        for pos, lo, hi, step in entries:
+            # Recorded as started, found or not: a manifest of a resumed run starts it the same way.
             self.spec.shared[pos] = (step, lo[1], hi[1])
-            self.spec.rendered.append([pos])
-            self.cache[pos] = image
-            self.spec.resumed += 1
-            self._made([pos])
-            return True
-        if not any(entry[0] == pos for entry in self.pending) and not any(row.key == pos for row in self.active):
-            self.pending.append((pos, lo, hi, step))
-        return False
+            self.rounds[pos], self.round_of[pos] = chunk, number
+        if all(image is not None for image in found.values()):
+            self.cache.update(found)
+            self.spec.resumed += len(chunk)
+            self._made(chunk)
+            return already + chunk
+        self.pending += [(pos, lo, hi, step, found[pos]) for pos, lo, hi, step in entries]
+        return already
 
     @property
     def busy(self) -> bool:
         return bool(self.pending or self.active)
 
     def advance(self) -> list[Pos]:
-        """One model call over the pool: up to a batch of renders, each at its own step, topped
-        up from the queue in order with the renders whose start is known. The renders it
-        finished are decoded (one at a time: a row's pixels never depend on a batch) and kept."""
+        """One step of the pool: each round in the pool makes one model call, up to a batch of
+        its renders, each at its own step, topped up from the queue in order with the
+        renders whose start is known. The renders it finished are decoded (one at a time: a
+        row's pixels never depend on a batch) and kept."""
         timings, batch = self.spec.timings, self.spec.batch_size
         started = time.perf_counter()
         waiting = []
         for entry in self.pending:
-            pos, lo, hi, step = entry
-            if len(self.active) >= batch or not self.can_start(lo[0], hi[0], step):
+            pos, lo, hi, step, image = entry
+            mates = sum(1 for row in self.active if self.round_of[row.key] == self.round_of[pos])
+            if mates >= batch or not self.can_start(lo[0], hi[0], step):
                 waiting.append(entry)
                 continue
-            self.active.append(self._start(pos, lo, hi, step))
+            self.active.append(self._start(pos, lo, hi, step, image))
         self.pending = waiting
         if not self.active:
             if self.pending:  # nothing runs and nothing can start: a start no neighbour kept
-                pos, lo, hi, step = self.pending[0]
+                pos, lo, hi, step, _ = self.pending[0]
                 raise LatentwalkError(f"the render at t={pos[2]} cannot start at step {step}: its neighbours (t={lo[1]}, t={hi[1]}) kept no latents there")
             return []
-        self.rows.call(self.active, batch)
+        groups: dict[int, list] = {}
+        for row in self.active:
+            groups.setdefault(self.round_of[row.key], []).append(row)
+        for rows in groups.values():
+            at = [k for k, row in enumerate(rows) if not isinstance(row, Passed)]  # each at its place
+            if at:
+                self.rows.call([rows[k] for k in at], len(rows), at)
+                self._count(len(at), 0)
+            for row in rows:
+                if isinstance(row, Passed):
+                    row.call()
         self.backend.sync()
-        self._count(len(self.active), 0)
         finished = [row for row in self.active if row.done]
         self.active = [row for row in self.active if not row.done]
         denoised = time.perf_counter()
         timings["denoise"] += denoised - started
+        made, passed = [], []
         for row in finished:
+            if isinstance(row, Passed):
+                self.cache[row.key] = row.image
+                passed.append(row.key)
+                continue
             image = self.backend.decode(self.rows.family.finish(row.latents)).cpu().numpy()[0]
             self._keep(row.key, row.kept)
             self.store.save(row.key, image)
             self.cache[row.key] = image
-            self.spec.rendered.append([row.key])
+            made.append(row.key)
         timings["decode"] += time.perf_counter() - denoised
-        made = [row.key for row in finished]
         if made:
             self._count(0, len(made) * self.steps)
-            self._made(made)
-        return made
+        self.spec.resumed += len(passed)
+        if made or passed:
+            self._made(made + passed)
+        return made + passed
 
-    def _start(self, pos: Pos, lo: tuple[Pos, float], hi: tuple[Pos, float], step: int):
+    def _start(self, pos: Pos, lo: tuple[Pos, float], hi: tuple[Pos, float], step: int, image: np.ndarray | None = None):
         """A pool row: from its own noise (step 0), or from the spherical mix of its neighbours'
-        latents at `step`, under its own conditioning and step noise either way."""
+        latents at `step`, under its own conditioning and step noise either way; or, for a
+        render an earlier run made, its Passed row."""
+        for end in (lo[0], hi[0]):  # a manifest's re-render: let go of what no later render needs
+            if step and end in self.needed:
+                self.needed[end] -= 1
+                if not self.needed[end]:
+                    self.kept.pop(end, None)
+        if image is not None:
+            return Passed(pos, step, self.steps, image, self.kept.get(pos, {}))
         noise, cond = self.inputs([pos])
-        self.spec.shared[pos] = (step, lo[1], hi[1])
         if step == 0:
             return self.rows.trajectory(pos, cond, self.step_noise([pos]), noise=noise, keep=self.keep)
         u = torch.tensor([(pos[2] - lo[1]) / (hi[1] - lo[1])], dtype=torch.float32, device=self.noises.device)
         x, y = self.latents_at(lo[0], step), self.latents_at(hi[0], step)
         latents = INTERPOLATIONS["slerp"](x.float(), y.float(), u).to(x.dtype)
-        for end in (lo[0], hi[0]):  # a manifest's re-render: let go of what no later render needs
-            if end in self.needed:
-                self.needed[end] -= 1
-                if not self.needed[end]:
-                    self.kept.pop(end, None)
         return self.rows.trajectory(pos, cond, self.step_noise([pos]), latents=latents, step=step, keep=self.keep)
 
     def can_start(self, lo: Pos, hi: Pos, step: int) -> bool:
         return step == 0 or (self.latents_at(lo, step) is not None and self.latents_at(hi, step) is not None)
 
-    def render_recorded(self, pos: Pos) -> None:
-        """A pool render started as recorded (a manifest's, or one of this run's whose picture
-        was lost since): its neighbours first."""
-        if pos in self.done:
+    def replay(self, chunk: list[Pos]) -> None:
+        """A pool round made again as it ran (a manifest's, or one of this run's with a picture
+        lost since): its neighbours outside it first, then the round, so that each of its
+        renders starts as it did and meets calls of the same sizes."""
+        if all(p in self.done for p in chunk):
             return
-        step, lo_t, hi_t = (self.spec.starts or {}).get(pos) or self.spec.shared[pos]
-        a, b, _ = pos
-        lo, hi = position(a, b, lo_t), position(a, b, hi_t)
-        for neighbour in (lo, hi):
-            if neighbour not in self.done:
-                self.ensure([neighbour])
-        if self.share(pos, (lo, lo_t), (hi, hi_t), step):
-            return
-        while pos not in self.done:
-            self.advance()
+        entries = []
+        for pos in chunk:
+            step, lo_t, hi_t = (self.spec.starts or {}).get(pos) or self.spec.shared[pos]
+            ends = [(position(pos[0], pos[1], x), x) for x in (lo_t, hi_t)]
+            for end, _ in ends:
+                if end not in chunk and end not in self.done:
+                    self.ensure([end])
+            entries.append((pos, *ends, step))
+        done = set(self.done)
+        for p in chunk:
+            self.done.discard(p)  # (a lost picture's round: the others pass through)
+        found = self.share(entries)
+        if not found:
+            while any(p not in self.done for p in chunk):
+                self.advance()
+        self.done |= done
 
     def step_noise(self, chunk: list[Pos]):
         """A stochastic sampler's fresh noise at each step, row by row: each keyframe's own
@@ -455,7 +527,7 @@ class Renderer:
             if image is None:  # lost since it was made (removed by hand): make it again, the same way
                 self.done.discard(pos)
                 if pos in self.spec.shared:
-                    self.render_recorded(pos)
+                    self.replay(self.rounds.get(pos) or self.recorded.get(pos) or [pos])
                 else:
                     self.ensure([pos])
                 image = self.cache[pos]
@@ -575,12 +647,6 @@ def _picture(renderer: Renderer, f: Frame) -> np.ndarray:
     return blend(image, renderer.image(position(f.a, f.b, f.t2)), f.alpha)
 
 
-# Segments placed side by side when a batch holds several renders: a round that leaves a
-# batch part empty (a jump being narrowed down renders one position a round) is topped up with
-# the rounds of the segments after it. Their frames still go out in order.
-MOST_OPEN = 16
-
-
 class _Segment:
     """One segment being placed: its placer, what it compares, what it waits for."""
 
@@ -622,12 +688,12 @@ class _Segment:
         between the neighbours' pictures: measured, or for a neighbour of this round not made
         yet, its share of the measured gap it splits. The first look starts from noise.
         So every start is known now and a render waits only for its neighbours to pass its start
-        step, not to finish: the round's renders run side by side. In a suspected discontinuity,
+        step, not to finish: the round's renders run side by side, in calls of their own. In a suspected discontinuity,
         in a big gap that changes much faster than the segment (where the model may jump: see
         sharing.FAST), and where a neighbour starts later than the render would, it starts from
         its own noise."""
         made = sorted(self.features)
-        found, planned = [], {}
+        entries, planned = [], {}
         # A frame's share of the segment's change, as far as the renders so far tell.
         whole = max(feature_distance(self.features[0.0], self.features[1.0]),
                     sum(feature_distance(self.features[x], self.features[y]) for x, y in zip(made, made[1:])))  # fmt: skip
@@ -656,9 +722,8 @@ class _Segment:
             if step and any(x in self.features and self.renderer.latents_at(end, step) is None for (end, x) in ends):
                 step = 0  # a neighbour made from later on (or by a run that kept nothing)
             planned[t] = step
-            if self.renderer.share(pos, *ends, step):
-                found.append(pos)
-        return found
+            entries.append((pos, *ends, step))
+        return self.renderer.share(entries)
 
     def rendered(self, chunk: list[Pos]) -> None:
         mine = [p for p in chunk if p in self.waiting]
@@ -695,59 +760,37 @@ def dyadic_depth(t: float) -> int:
 def _placed(renderer: Renderer, spec: RenderSpec) -> Iterator[tuple[Frame, np.ndarray]]:
     """A smooth walk: each segment's frames placed where the picture changes evenly.
 
-    Segments in the window ask for rounds in order; their positions queue up and are rendered
-    a full batch at a time (a part batch only when every segment waits on the queue), so the
-    batches are a fixed function of the placements and the batch size: a resume makes the
-    same ones. A segment's frames go out once it and every segment before it are settled."""
+    Segments are placed one after another, round by round. A round's positions are rendered in
+    batches of their own (up to the batch size, each at its own row count; shared, a pool of
+    their own), so the batches, and the sizes that decide a render's last bits, are a fixed
+    function of the segment's placement and the batch size: a resume or a shard makes the same
+    ones. A segment's frames go out once it is settled."""
     n_keys = len(spec.keyframes)
     lo, hi = (spec.shard.lo, spec.shard.hi) if spec.shard is not None else (0, len(spec.lengths))
     _keyframes(renderer, spec, range(n_keys), keyframes_used(spec))
     total = sum(spec.lengths) + (0 if spec.loop else 1)
     starts = [sum(spec.lengths[:a]) for a in range(len(spec.lengths))]
-    # Unsettled segments side by side: four per batch's worth of rounds (measured: a 6-seed
-    # walk at batch 8 makes 21 calls with 4, 24 with 2); settled ones wait for those before
-    # them, features only, up to MOST_OPEN in all.
-    window = 1 if spec.batch_size == 1 else 4 * -(-spec.batch_size // ROUND)
-    open_: dict[int, _Segment] = {}
-    opened = emitted = lo
-    queue: list[Pos] = []
-    while emitted < hi:
-        while opened < hi and len(open_) < MOST_OPEN and sum(not s.settled for s in open_.values()) < window:
-            open_[opened] = _Segment(renderer, spec, opened, spec.lengths[opened], starts[opened])
-            opened += 1
-        found: list[Pos] = []
-        for a in sorted(open_):
-            segment = open_[a]
-            if not segment.waiting and not segment.settled:
-                asked = segment.ask()
-                if renderer.sharing:
-                    found += segment.share(asked)
-                else:
-                    queue += asked
-        if found:  # shared renders an earlier run made
-            for segment in open_.values():
-                segment.rendered(found)
-            continue
-        if open_[emitted].settled:
-            segment = open_.pop(emitted)
-            yield from _emit(renderer, segment, segment.frames(spec, total), spec)
-            for t in segment.features:  # the renders no frame took, too
-                if t not in (0.0, 1.0):
-                    renderer.cache.pop(position(segment.a, segment.b, t), None)
-                    renderer.kept.pop(position(segment.a, segment.b, t), None)
-            emitted += 1
-            continue
-        if renderer.sharing:
-            # One model call over the pool; what it finished is measured at once, so the renders
-            # that wait on it can start at the next call.
-            assert renderer.busy, "an unsettled segment always waits on a queued render"
-            chunk = renderer.advance()
-        else:
-            chunk, queue = queue[: spec.batch_size], queue[spec.batch_size :]
-            assert chunk, "an unsettled segment always waits on a queued position"
-            renderer.render_batch(chunk)
-        for segment in open_.values():
-            segment.rendered(chunk)
+    # One segment at a time: side by side they would share no call (a segment's renders never
+    # share a call with another's: that is what keeps a shard's renders the whole walk's).
+    for a in range(lo, hi):
+        segment = _Segment(renderer, spec, a, spec.lengths[a], starts[a])
+        while asked := segment.ask():
+            if renderer.sharing:
+                # Made already (an earlier run's), or into the pool, which measures each render
+                # as it finishes, so the renders that wait on it can start at the next call.
+                segment.rendered(segment.share(asked))
+                while segment.waiting:
+                    assert renderer.busy, "a segment always waits on a render in the pool"
+                    segment.rendered(renderer.advance())
+            else:
+                for chunk in batched(asked, spec.batch_size):
+                    renderer.render_batch(list(chunk))
+                segment.rendered(asked)
+        yield from _emit(renderer, segment, segment.frames(spec, total), spec)
+        for t in segment.features:  # the renders no frame took, too
+            if t not in (0.0, 1.0):
+                renderer.cache.pop(position(segment.a, segment.b, t), None)
+                renderer.kept.pop(position(segment.a, segment.b, t), None)
     if not spec.loop and hi == len(spec.lengths):
         last = n_keys - 1
         final = Frame(total - 1, last, last, 0.0)

@@ -186,7 +186,7 @@ def _render(job, sink, options, store: FrameStore, timings, warn, texts, device,
     spec = RenderSpec(job.keyframes, job.plan, width, height, settings.steps, settings.guidance, batch,
                       job.noise_interp, job.cond_interp, timings, lengths=job.lengths, loop=job.loop,
                       ease=settings.ease, profile=profile, extra=extra, crossfade=job.crossfade, chunks=job.chunks, only=only,
-                      shard=None if job.shard is None else Shard(**job.shard), share=job.share,
+                      shard=None if job.shard is None else Shard(**job.shard), share=job.share, exact=job.smooth,
                       starts=None if job.starts is None else {(a, b, t): (k, lo, hi) for a, b, t, k, lo, hi in job.starts},
                       fit=settings.fit, invert_guidance=settings.invert_guidance, identity=json.dumps({**identity, "lora": settings.lora, "vae": settings.vae}, sort_keys=True))  # fmt: skip
     if job.chunks is not None:

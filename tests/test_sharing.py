@@ -161,3 +161,57 @@ def test_a_shared_walk_over_a_discontinuity_has_no_double_exposure(run, tmp_path
     counts = [subjects(read_png(p)) for p in sorted((tmp_path / "frames").glob("frame_*.png"))]
     assert counts[0] == counts[-1] == 1
     assert not [i for i in range(1, len(counts) - 1) if counts[i] >= 2 and counts[i - 1] <= 1 and counts[i + 1] <= 1], counts
+
+
+class _KeepAll:
+    """A store that keeps every render and its latents, as a work directory does."""
+
+    durable = True
+
+    def __init__(self, images=None, latents=None):
+        self.images, self.latents = dict(images or {}), dict(latents or {})
+
+    def load(self, pos):
+        return self.images.get(pos)
+
+    def save(self, pos, image):
+        self.images[pos] = image
+
+    def load_latents(self, pos):
+        return self.latents.get(pos)
+
+    def save_latents(self, pos, kept):
+        self.latents[pos] = {k: v.clone() for k, v in kept.items()}
+
+
+def test_a_round_cut_short_is_made_again_in_the_calls_it_had():
+    """A kill in the middle of a pool round leaves some of its renders made: made again, the
+    others meet the calls they met (sizes and places: a row's last bits depend on both), so
+    the frames are bit for bit the uninterrupted run's."""
+    import numpy as np
+
+    from latentwalk.backend import Backend, load_pipeline
+    from latentwalk.render import RenderSpec, render_frames
+    from latentwalk.schedule import Keyframe
+
+    backend = Backend(load_pipeline("builtin:shapes", torch.float32), "builtin:shapes", torch.device("cpu"), torch.float32, scheduler="ddim")
+    keyframes = [Keyframe("a large red circle on a blue background", 2), Keyframe("a large red circle on a blue background", 3)]
+
+    def spec():
+        return RenderSpec(keyframes, None, 64, 64, 12, 5.0, batch_size=8, lengths=[12], share=True, crossfade=True)
+
+    full, store = spec(), _KeepAll()
+    frames = [image for _, image in render_frames(backend, full, store)]
+    rounds = [chunk for chunk in full.rendered if any(p in full.shared for p in chunk)]
+    # A round whose renders start at several steps (some from the others' latents), past the first look.
+    cut = next(i for i, chunk in enumerate(rounds) if i and len({full.shared[p][0] for p in chunk}) >= 3)
+    latest = max(full.shared[p][0] for p in rounds[cut])
+    kept = [p for chunk in rounds[:cut] for p in chunk] + [p for p in rounds[cut] if full.shared[p][0] == latest]
+    keys = [p for p in store.images if p[2] == 0.0]
+    resumed, second = spec(), _KeepAll({p: store.images[p] for p in kept + keys}, {p: store.latents[p] for p in kept + keys if p in store.latents})
+    again = [image for _, image in render_frames(backend, resumed, second)]
+    assert resumed.resumed == len(kept) + len(keys) and 0 < resumed.model_calls < full.model_calls
+    assert len(again) == len(frames) and all(np.array_equal(a, b) for a, b in zip(again, frames))
+    # Bit for bit below the pixels too: the latents each render made again kept for later ones.
+    remade = [p for chunk in rounds[cut:] for p in chunk if p not in kept]
+    assert remade and all(torch.equal(second.latents[p][k], store.latents[p][k]) for p in remade for k in store.latents[p])

@@ -62,8 +62,9 @@ def noise_from(scheduler, step_noise: StepNoise | None, step: int) -> Iterator[N
 # sampler's space (`begin`, `start`, `finish`); the loop is here, shared by every family. Each
 # row is a trajectory with its own scheduler state, so rows at different steps share one model
 # call: a render that starts late from its neighbours' latents (sharing.py) fills the call that
-# a keyframe's early steps leave free. A row's result depends only on its own inputs and the
-# call's row count, never on its batch-mates, which is what keeps resumes and shards exact.
+# a keyframe's early steps leave free. A row's result depends only on its own inputs, the
+# call's row count and its place in the call, never on its batch-mates, which is what keeps
+# resumes and shards exact.
 
 
 class Trajectory:
@@ -136,21 +137,28 @@ class Rows:
                                 noise=noise[i : i + 1], keep=keep) for i in range(count)]  # fmt: skip
 
     @torch.inference_mode()
-    def call(self, rows: list[Trajectory], size: int | None = None) -> None:
+    def call(self, rows: list[Trajectory], size: int | None = None, at: list[int] | None = None) -> None:
+        """Advance each row one step in one model call of `size` rows: the rows at their places
+        `at` (in order by default), the other places holding copies of the last row. A row's last
+        float bits can depend on the call's size and on its place in it, never on what the other
+        places hold (measured), so a row made again later is made at the place it had."""
         size = max(size or len(rows), len(rows))
+        at = list(range(len(rows))) if at is None else at
+        slot = [len(rows) - 1] * size  # the row each place holds
+        for j, place in enumerate(at):
+            slot[place] = j
         for row in rows:
             if row.step in row.keep:
                 row.kept[row.step] = row.latents.clone()
         timesteps = [row.scheduler.timesteps[row.step] for row in rows]
         inputs = [row.scheduler.scale_model_input(row.latents, t) if self.family.scales_input else row.latents for row, t in zip(rows, timesteps)]
-        pad = size - len(rows)
-        latents = torch.cat(inputs + inputs[-1:] * pad)
-        t = torch.stack(timesteps + timesteps[-1:] * pad)
-        cond = {name: torch.cat([row.cond[name] for row in rows] + [rows[-1].cond[name]] * pad) for name in rows[0].cond}
+        latents = torch.cat([inputs[j] for j in slot])
+        t = torch.stack([timesteps[j] for j in slot])
+        cond = {name: torch.cat([rows[j].cond[name] for j in slot]) for name in rows[0].cond}
         out = self.family.predict(latents, t, cond, self.guidance)
-        for i, (row, step_t) in enumerate(zip(rows, timesteps)):
+        for place, row, step_t in zip(at, rows, timesteps):
             with noise_from(row.scheduler, row.step_noise, row.step):
-                row.latents = row.scheduler.step(out[i : i + 1], step_t, row.latents, **row.options, return_dict=False)[0]
+                row.latents = row.scheduler.step(out[place : place + 1], step_t, row.latents, **row.options, return_dict=False)[0]
             row.step += 1
         self.calls += 1
         self.row_steps += len(rows)
