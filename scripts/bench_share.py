@@ -10,7 +10,8 @@ model calls as made (rows side by side count once; the same from run to run), wa
 CV and max/mean of the change between consecutive frames, the mean difference of the shared
 frames to the unshared ones (0-255), and ghost frames: frames with two copies of the shape
 where both neighbours have one (shapes.subjects), not counting the crossfade frames that the
-even-motion work blends over a discontinuity on purpose (counted apart). Every number
+even-motion work blends over a discontinuity on purpose (counted apart). Frames are read from
+the renders' PNGs, not the video: its codec can split one shape in two. Every number
 comes from this run; run it alone (two cores shared with other work time nothing).
 """
 
@@ -39,13 +40,10 @@ def ghosts(frames, blended: set[int]) -> int:
     )  # fmt: skip
 
 
-def read_frames(path: Path):
-    import imageio_ffmpeg
-    import numpy as np
+def read_png(path: Path):
+    import imageio.v3 as iio
 
-    reader = imageio_ffmpeg.read_frames(str(path))
-    width, height = next(reader)["size"]
-    return np.stack([np.frombuffer(data, np.uint8).reshape(height, width, 3) for data in reader])
+    return iio.imread(path)[..., :3]
 
 
 def main() -> None:
@@ -81,14 +79,16 @@ def main() -> None:
         for mode in ("--no-share", "--share"):
             out = f"{mode.strip('-')}-{len(rows)}.mp4"
             started = time.perf_counter()
-            result = runner.invoke(app, [*walk, *extra, mode, "-o", out, "--json", "-q"])
+            folder = Path(out).with_suffix("")
+            result = runner.invoke(app, [*walk, *extra, mode, "-o", out, "--frames-dir", str(folder), "--json", "-q"])
             seconds = time.perf_counter() - started
             if result.exit_code != 0:
                 sys.exit(f"{label} ({mode}) failed: {result.output}")
             summary = json.loads(result.stdout.strip().splitlines()[-1])
             manifest = json.loads(Path(out + ".json").read_text())
             blended = {entry[0] for entry in manifest["job"]["plan"] if len(entry) > 4}
-            frames = read_frames(Path(out))
+            # The renders' own frames (lossless): the video's codec can split or merge a shape.
+            frames = np.stack([read_png(p) for p in sorted(folder.glob("frame_*.png"))])
             got[mode] = {"summary": summary, "seconds": seconds, "frames": frames, "blended": blended,
                          "ghosts": None if args.model else ghosts(frames, blended)}  # fmt: skip
         base = got["--no-share"]["frames"]
@@ -110,8 +110,8 @@ def main() -> None:
     geo = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs))  # noqa: E731
     print(f"model calls, shared over unshared: {geo(calls):.2f} (geometric mean; target at most 0.5), worst {max(calls):.2f}")
     print(f"wall time, unshared over shared: {geo(speed):.2f}x (target at least 1.6x), least {min(speed):.2f}x")
-    # Model calls as made (rows side by side count once): what the wall time follows where a
-    # call costs the same however many of its rows are in use, and the same from run to run.
+    # Model calls as made (rows side by side count once), the same from run to run: the wall
+    # time follows them where a call costs about the same however many rows it holds.
     print(f"calls as made, unshared over shared: {geo(made):.2f}x, least {min(made):.2f}x")
     print(f"walks whose CV is worse shared: {', '.join(worse) or 'none'}; ghost frames shared: {ghosted} "
           f"(unshared: {sum(got['--no-share']['ghosts'] or 0 for _, got in rows)})")
