@@ -268,9 +268,9 @@ class Renderer:
             return
         # A row's result can differ in its last float bits between call sizes and places in the
         # call, but not with its batch-mates (measured), so each batch is made in its order and at
-        # a size every run of the walk gives it: its own for keyframes (generate's batches) and a smooth walk's rounds,
-        # and for a uniform walk's in-betweens the batch size, a short batch topped up with
-        # copies of its last row, whose pictures are dropped.
+        # a size every run of the walk gives it: its own for keyframes (generate's batches) and a
+        # smooth walk's rounds, and for a uniform walk's in-betweens the batch size, a short
+        # batch topped up with copies of its last row, whose pictures are dropped.
         exact = self.spec.exact or self.spec.plan is None  # placed now, or a smooth walk's manifest
         size = self.spec.batch_size if not exact and all(p[2] != 0.0 for p in chunk) else len(chunk)
         # Mixed over the whole topped-up batch, as before rows had their own steps: a mix's
@@ -688,10 +688,10 @@ class _Segment:
         between the neighbours' pictures: measured, or for a neighbour of this round not made
         yet, its share of the measured gap it splits. The first look starts from noise.
         So every start is known now and a render waits only for its neighbours to pass its start
-        step, not to finish: the round's renders run side by side, in calls of their own. In a suspected discontinuity,
-        in a big gap that changes much faster than the segment (where the model may jump: see
-        sharing.FAST), and where a neighbour starts later than the render would, it starts from
-        its own noise."""
+        step, not to finish: the round's renders run side by side, in calls of their own. In a
+        suspected discontinuity, in a big gap that changes much faster than the segment (where
+        the model may jump: see sharing.FAST), and where a neighbour starts later than the
+        render would, it starts from its own noise."""
         made = sorted(self.features)
         entries, planned = [], {}
         # A frame's share of the segment's change, as far as the renders so far tell.
