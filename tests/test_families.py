@@ -375,3 +375,29 @@ def test_a_v_prediction_model_renders_what_its_pipeline_renders(saved_model):
     reference = pipe("a hill", negative_prompt="fog", num_inference_steps=3, guidance_scale=6.0,
                      generator=torch.Generator("cpu").manual_seed(4), output_type="np").images  # fmt: skip
     assert np.array_equal(ours, as_uint8(reference))
+
+
+@pytest.mark.parametrize("family, scheduler", [("sdxl", "euler-a"), ("sd3", "flow-euler"), ("flux", "flow-euler")])
+def test_shared_walks_in_every_family_keep_their_keyframes_and_render_again_bit_for_bit(run, tmp_path, sdxl_folder, flow_folders, family, scheduler):
+    """--share with SDXL (a sampler that adds noise at each step: drawn from each frame's own
+    seeds and place) and the flow families (Flux's packed latents): renders start part-way,
+    the keyframes are still generate's, and the manifest and shards give the same frames."""
+    folder = sdxl_folder if family == "sdxl" else flow_folders[family]
+    model = ["--model", folder, "--steps", "8", "--guidance", "4", "--size", "64x48", "--scheduler", scheduler]
+    walk = ["seed-walk", "a red circle", "--seeds", "1,2,3", *model, "--frames", "12", "--share"]
+    summary = json.loads(run(*walk, "-o", "w.mp4", "--frames-dir", "w", "--json", "-q").stdout)
+    assert summary["model_calls"] < summary["model_calls_unshared"]
+    starts = json.loads((tmp_path / "w.mp4.json").read_text())["job"]["starts"]
+    assert any(step > 0 for *_, step, _, _ in starts)
+    run("generate", "a red circle", "--seeds", "1,3", *model, "-o", "stills", "-q")
+    frames = sorted((tmp_path / "w").glob("frame_*.png"))
+    assert len(frames) == 25
+    assert np.array_equal(read_png(frames[0]), read_png(tmp_path / "stills" / "a-red-circle-1.png"))
+    assert np.array_equal(read_png(frames[24]), read_png(tmp_path / "stills" / "a-red-circle-3.png"))
+    run("render", "w.mp4.json", "-o", "again.mp4", "--frames-dir", "again", "-q")
+    assert all(np.array_equal(read_png(a), read_png(b)) for a, b in zip(frames, sorted((tmp_path / "again").glob("frame_*.png")), strict=True))
+    for k in (1, 2):
+        run(*walk, "--shard", f"{k}/2", "-o", f"part{k}.mp4", "--frames-dir", f"part{k}", "-q")
+    parts = sorted([*(tmp_path / "part1").glob("frame_*.png"), *(tmp_path / "part2").glob("frame_*.png")], key=lambda p: p.name)
+    assert [p.name for p in parts] == [p.name for p in frames]
+    assert all(np.array_equal(read_png(a), read_png(b)) for a, b in zip(parts, frames))
