@@ -355,7 +355,7 @@ class Renderer:
         """Queue one segment's round of in-between renders, each (position, lo, hi, step): to
         start between two renders `lo` and `hi` (position, t) of its segment at `step` from
         their latents (0: its own noise), once both have passed that step. Returns the ones
-        made already: all of them when an earlier run made the whole round.
+        made already: all of them when an earlier run made the whole round, else none.
 
         A round runs in calls of its own (its renders never share a call with another round's,
         or another segment's), each of as many rows as the round has in the pool at that step, in the order
@@ -363,12 +363,8 @@ class Renderer:
         the same in a resume or a shard, and its bits with them. Renders an earlier run made of
         a round it did not finish pass through the pool without being made again, keeping their
         places, so the others meet the same calls."""
-        already = [e[0] for e in entries if e[0] in self.done]  # (made this run: none in a round)
-        entries = [e for e in entries if e[0] not in self.done]
         found = {pos: self.made(pos) for pos, *_ in entries}
         chunk = [e[0] for e in entries]
-        if not chunk:
-            return already
         if not any(p in self.rounds for p in chunk):  # (not a round made again: recorded once)
             self.spec.rendered.append(chunk)
         self.numbered += 1
@@ -381,9 +377,9 @@ class Renderer:
             self.cache.update(found)
             self.spec.resumed += len(chunk)
             self._made(chunk)
-            return already + chunk
+            return chunk
         self.pending += [(pos, lo, hi, step, found[pos]) for pos, lo, hi, step in entries]
-        return already
+        return []
 
     @property
     def busy(self) -> bool:
@@ -481,14 +477,10 @@ class Renderer:
                 if end not in chunk and end not in self.done:
                     self.ensure([end])
             entries.append((pos, *ends, step))
-        done = set(self.done)
-        for p in chunk:
-            self.done.discard(p)  # (a lost picture's round: the others pass through)
-        found = self.share(entries)
-        if not found:
-            while any(p not in self.done for p in chunk):
+        # (A lost picture's round: the others are found in the store and pass through.)
+        if not self.share(entries):
+            while any(e[0] in chunk for e in self.pending) or any(row.key in chunk for row in self.active):
                 self.advance()
-        self.done |= done
 
     def step_noise(self, chunk: list[Pos]):
         """A stochastic sampler's fresh noise at each step, row by row: each keyframe's own
@@ -783,8 +775,7 @@ def _placed(renderer: Renderer, spec: RenderSpec) -> Iterator[tuple[Frame, np.nd
                     assert renderer.busy, "a segment always waits on a render in the pool"
                     segment.rendered(renderer.advance())
             else:
-                for chunk in batched(asked, spec.batch_size):
-                    renderer.render_batch(list(chunk))
+                renderer.ensure(asked)
                 segment.rendered(asked)
         yield from _emit(renderer, segment, segment.frames(spec, total), spec)
         for t in segment.features:  # the renders no frame took, too
