@@ -215,3 +215,43 @@ def test_a_round_cut_short_is_made_again_in_the_calls_it_had():
     # Bit for bit below the pixels too: the latents each render made again kept for later ones.
     remade = [p for chunk in rounds[cut:] for p in chunk if p not in kept]
     assert remade and all(torch.equal(second.latents[p][k], store.latents[p][k]) for p in remade for k in store.latents[p])
+
+
+def test_a_pool_picture_lost_after_its_round_is_made_again_bit_for_bit():
+    """A shared render whose picture is not in the store when its frame goes out (a save lost,
+    a disk cleaned under a running job) is made again with its round, as the round ran: the
+    same calls and places, so the same bits, though its neighbours' latents come from the store."""
+    import numpy as np
+
+    from latentwalk.backend import Backend, load_pipeline
+    from latentwalk.render import RenderSpec, render_frames
+    from latentwalk.schedule import Keyframe
+
+    backend = Backend(load_pipeline("builtin:shapes", torch.float32), "builtin:shapes", torch.device("cpu"), torch.float32, scheduler="ddim")
+    keyframes = [Keyframe("a large red circle on a blue background", 2), Keyframe("a large red circle on a blue background", 3)]
+
+    def spec():
+        return RenderSpec(keyframes, None, 64, 64, 12, 5.0, batch_size=8, lengths=[12], share=True, crossfade=True)
+
+    full, kept = spec(), _KeepAll()
+    frames = [image for _, image in render_frames(backend, full, kept)]
+    chosen = {(f.a, f.b, f.t) for f in full.frames}
+    # A frame started from its neighbours' latents, late in a round of several (its place in
+    # the round's calls is not the first: alone, it would be).
+    victim = next(p for chunk in reversed(full.rendered) if len(chunk) > 2 for p in reversed(chunk[1:]) if p in chosen and full.shared.get(p, (0,))[0] > 0)
+
+    class Lossy(_KeepAll):
+        def save(self, pos, image):
+            if pos == victim and not self.lost:
+                self.lost = True  # its first save never reaches the disk
+                return
+            super().save(pos, image)
+
+    store = Lossy()
+    store.lost = False
+    again = spec()
+    pictures = [image for _, image in render_frames(backend, again, store)]
+    assert store.lost and again.model_calls > full.model_calls  # made twice
+    assert len(pictures) == len(frames) and all(np.array_equal(a, b) for a, b in zip(pictures, frames))
+    # Bit for bit below the pixels (a call of another size moves only the last bits of a latent).
+    assert store.latents[victim] and all(torch.equal(store.latents[victim][k], kept.latents[victim][k]) for k in kept.latents[victim])
