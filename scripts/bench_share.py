@@ -115,7 +115,8 @@ def main() -> None:
     print(f"calls as made, unshared over shared: {geo(made):.2f}x, least {min(made):.2f}x")
     # Per walk, the CV moves with any change of the in-between pictures (a placement decision
     # taken on other measurements), so the mean over the walks says more than their count.
-    evenness = [got["--share"]["summary"]["smoothness"]["cv"] / max(got["--no-share"]["summary"]["smoothness"]["cv"], 1e-9) for _, got in rows]
+    cvs = [(got["--share"]["summary"]["smoothness"]["cv"], got["--no-share"]["summary"]["smoothness"]["cv"]) for _, got in rows]
+    evenness = [max(shared, 1e-9) / max(alone, 1e-9) for shared, alone in cvs]
     print(f"CV, shared over unshared: {geo(evenness):.2f} (geometric mean; below 1: evener shared), worst {max(evenness):.2f}")
     print(f"walks whose CV is worse shared: {', '.join(worse) or 'none'}; ghost frames shared: {ghosted} "
           f"(unshared: {sum(got['--no-share']['ghosts'] or 0 for _, got in rows)})")

@@ -184,14 +184,11 @@ class _KeepAll:
         self.latents[pos] = {k: v.clone() for k, v in kept.items()}
 
 
-def test_a_round_cut_short_is_made_again_in_the_calls_it_had():
-    """A kill in the middle of a pool round leaves some of its renders made: made again, the
-    others meet the calls they met (sizes and places: a row's last bits depend on both), so
-    the frames are bit for bit the uninterrupted run's."""
-    import numpy as np
-
+@pytest.fixture(scope="module")
+def shapes_walk():
+    """builtin:shapes (DDIM) and a fresh spec of a shared 12-frame seed walk each time it is called."""
     from latentwalk.backend import Backend, load_pipeline
-    from latentwalk.render import RenderSpec, render_frames
+    from latentwalk.render import RenderSpec
     from latentwalk.schedule import Keyframe
 
     backend = Backend(load_pipeline("builtin:shapes", torch.float32), "builtin:shapes", torch.device("cpu"), torch.float32, scheduler="ddim")
@@ -199,6 +196,19 @@ def test_a_round_cut_short_is_made_again_in_the_calls_it_had():
 
     def spec():
         return RenderSpec(keyframes, None, 64, 64, 12, 5.0, batch_size=8, lengths=[12], share=True, crossfade=True)
+
+    return backend, spec
+
+
+def test_a_round_cut_short_is_made_again_in_the_calls_it_had(shapes_walk):
+    """A kill in the middle of a pool round leaves some of its renders made: made again, the
+    others meet the calls they met (sizes and places: a row's last bits depend on both), so
+    the frames are bit for bit the uninterrupted run's."""
+    import numpy as np
+
+    from latentwalk.render import render_frames
+
+    backend, spec = shapes_walk
 
     full, store = spec(), _KeepAll()
     frames = [image for _, image in render_frames(backend, full, store)]
@@ -217,21 +227,15 @@ def test_a_round_cut_short_is_made_again_in_the_calls_it_had():
     assert remade and all(torch.equal(second.latents[p][k], store.latents[p][k]) for p in remade for k in store.latents[p])
 
 
-def test_a_pool_picture_lost_after_its_round_is_made_again_bit_for_bit():
+def test_a_pool_picture_lost_after_its_round_is_made_again_bit_for_bit(shapes_walk):
     """A shared render whose picture is not in the store when its frame goes out (a save lost,
     a disk cleaned under a running job) is made again with its round, as the round ran: the
     same calls and places, so the same bits, though its neighbours' latents come from the store."""
     import numpy as np
 
-    from latentwalk.backend import Backend, load_pipeline
-    from latentwalk.render import RenderSpec, render_frames
-    from latentwalk.schedule import Keyframe
+    from latentwalk.render import render_frames
 
-    backend = Backend(load_pipeline("builtin:shapes", torch.float32), "builtin:shapes", torch.device("cpu"), torch.float32, scheduler="ddim")
-    keyframes = [Keyframe("a large red circle on a blue background", 2), Keyframe("a large red circle on a blue background", 3)]
-
-    def spec():
-        return RenderSpec(keyframes, None, 64, 64, 12, 5.0, batch_size=8, lengths=[12], share=True, crossfade=True)
+    backend, spec = shapes_walk
 
     full, kept = spec(), _KeepAll()
     frames = [image for _, image in render_frames(backend, full, kept)]
