@@ -245,6 +245,8 @@ def test_a_pool_picture_lost_after_its_round_is_made_again_bit_for_bit(shapes_wa
     victim = next(p for chunk in reversed(full.rendered) if len(chunk) > 2 for p in reversed(chunk[1:]) if p in chosen and full.shared.get(p, (0,))[0] > 0)
 
     class Lossy(_KeepAll):
+        lost = False
+
         def save(self, pos, image):
             if pos == victim and not self.lost:
                 self.lost = True  # its first save never reaches the disk
@@ -252,7 +254,6 @@ def test_a_pool_picture_lost_after_its_round_is_made_again_bit_for_bit(shapes_wa
             super().save(pos, image)
 
     store = Lossy()
-    store.lost = False
     again = spec()
     pictures = [image for _, image in render_frames(backend, again, store)]
     assert store.lost and again.model_calls > full.model_calls  # made twice
