@@ -4,6 +4,7 @@
     python scripts/bench_share.py                 # 24 frames a segment
     python scripts/bench_share.py --frames 48
     python scripts/bench_share.py --model DIR --size 512x512 --steps 20   # wall time of another model
+    python scripts/bench_share.py --frames 96 --spread   # and the unshared CV's own spread
 
 Per walk it prints: model calls per frame (denoising steps summed over renders, over frames),
 model calls as made (rows side by side count once; the same from run to run), wall time, the
@@ -13,6 +14,11 @@ where both neighbours have one (shapes.subjects), not counting the crossfade fra
 even-motion work blends over a discontinuity on purpose (counted apart). Frames are read from
 the renders' PNGs, not the video: its codec can split one shape in two. Every number
 comes from this run; run it alone (two cores shared with other work time nothing).
+
+With --spread, each walk is also rendered unshared under four changes that leave its quality
+alone (one sampling step more and one less, guidance 0.1 higher and lower): how far its CV
+moves then is how far any other change of the in-between pictures can move it, sharing's
+included, so a shared CV within that spread is no worse than the unshared walk can tell.
 """
 
 from __future__ import annotations
@@ -53,12 +59,20 @@ def main() -> None:
     parser.add_argument("--model", help="another model (a saved pipeline's folder): wall time only, no ghosts")
     parser.add_argument("--size", help="with --model: its size, e.g. 512x512")
     parser.add_argument("--steps", type=int, help="sampling steps [default: the preset's]")
+    parser.add_argument("--spread", action="store_true", help="also render each walk unshared at steps +-1 and guidance +-0.1: the CV's own spread")
     args = parser.parse_args()
 
     import numpy as np
     from typer.testing import CliRunner
 
     from latentwalk.cli import app
+    from latentwalk.presets import load_preset
+
+    preset = load_preset("shapes")
+    steps, guidance = args.steps or preset["steps"], preset["guidance"]
+    # Changes that leave a walk's quality alone, for --spread.
+    neutral = {f"{steps - 1} steps": ["--steps", str(steps - 1)], f"{steps + 1} steps": ["--steps", str(steps + 1)],
+               f"guidance {guidance - 0.1:g}": ["--guidance", f"{guidance - 0.1:g}"], f"guidance {guidance + 0.1:g}": ["--guidance", f"{guidance + 0.1:g}"]}  # fmt: skip
 
     bench_smooth.workspace("bench-share-")
     runner = CliRunner()
@@ -70,7 +84,7 @@ def main() -> None:
     if args.steps:
         extra += ["--steps", str(args.steps)]
     model = args.model or "builtin:shapes"
-    print(f"{model}, {args.frames} frames a segment, preset shapes (DDIM, {args.steps or 20} steps, guidance 5, batch 8), smooth walks with crossfades")
+    print(f"{model}, {args.frames} frames a segment, preset shapes (DDIM, {steps} steps, guidance {guidance:g}, batch 8), smooth walks with crossfades")
     print("| walk | mode | frames | calls/frame | calls as made | seconds | CV | max/mean | diff to unshared | ghosts | crossfade frames |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
@@ -100,8 +114,28 @@ def main() -> None:
             print(f"| {label} | {mode[2:]} | {s['frames']} | {g['calls']:.1f} | {s['batches']} | {g['seconds']:.1f} | {stats['cv']:.3f} | "
                   f"{stats['max_over_mean']:.2f} | {diff:.2f} | {g['ghosts'] if g['ghosts'] is not None else '-'} | {len(g['blended'])} |")  # fmt: skip
             sys.stdout.flush()
+        if args.spread:
+            got["spread"] = {}
+            for k, (name, change) in enumerate(neutral.items()):
+                out = f"spread-{len(rows)}-{k}.mp4"
+                # The change comes after `extra`: a later option wins.
+                result = runner.invoke(app, [*walk, *extra, *change, "--no-share", "-o", out, "--frames-dir", Path(out).stem, "--json", "-q"])
+                if result.exit_code != 0:
+                    sys.exit(f"{label} (unshared, {name}) failed: {result.output}")
+                summary = json.loads(result.stdout.strip().splitlines()[-1])
+                frames = np.stack([read_png(p) for p in sorted(Path(Path(out).stem).glob("frame_*.png"))])
+                diff = float(np.abs(frames.astype(np.float32) - base.astype(np.float32)).mean()) if frames.shape == base.shape else float("nan")
+                got["spread"][name] = (summary["smoothness"]["cv"], diff)
+            got["spread_max"] = max([got["--no-share"]["summary"]["smoothness"]["cv"]] + [cv for cv, _ in got["spread"].values()])
         rows.append((label, got))
     print()
+    if args.spread:
+        print("The unshared walks' CV under changes that leave their quality alone (diff: to the unshared frames, 0-255):")
+        for label, got in rows:
+            cvs = [got["--no-share"]["summary"]["smoothness"]["cv"]] + [cv for cv, _ in got["spread"].values()]
+            print(f"- {label}: " + ", ".join(f"{name} {cv:.3f} (diff {diff:.2f})" for name, (cv, diff) in got["spread"].items())
+                  + f"; spread {min(cvs):.3f}-{max(cvs):.3f}, shared {got['--share']['summary']['smoothness']['cv']:.3f}")  # fmt: skip
+        print()
     calls = [got["--share"]["calls"] / got["--no-share"]["calls"] for _, got in rows]
     speed = [got["--no-share"]["seconds"] / got["--share"]["seconds"] for _, got in rows]
     made = [got["--no-share"]["summary"]["batches"] / got["--share"]["summary"]["batches"] for _, got in rows]
@@ -120,6 +154,9 @@ def main() -> None:
     print(f"CV, shared over unshared: {geo(evenness):.2f} (geometric mean; below 1: evener shared), worst {max(evenness):.2f}")
     print(f"walks whose CV is worse shared: {', '.join(worse) or 'none'}; ghost frames shared: {ghosted} "
           f"(unshared: {sum(got['--no-share']['ghosts'] or 0 for _, got in rows)})")
+    if args.spread:
+        above = [label for label, got in rows if got["--share"]["summary"]["smoothness"]["cv"] > got["spread_max"]]
+        print(f"walks whose shared CV is above the unshared walk's own spread ({', '.join(neutral)}): {', '.join(above) or 'none'}")
 
 
 if __name__ == "__main__":
