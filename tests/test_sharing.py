@@ -159,7 +159,8 @@ def test_samplers_with_state_start_part_way_cleanly_or_say_they_cannot(run, tmp_
 
     from conftest import read_png
 
-    walk = ("seed-walk", "a large red circle on a blue background", "--seeds", "1,2", "--frames", "16", "--preset", "shapes",
+    length = "4" if scheduler == "heun" else "16"  # (enough for a render to start part-way; Heun's never does)
+    walk = ("seed-walk", "a large red circle on a blue background", "--seeds", "1,2", "--frames", length, "--preset", "shapes",
             "--steps", "8", "--scheduler", scheduler, "--json")  # fmt: skip
     result = run(*walk, "--share", "-o", "s.mp4", "--frames-dir", "s")
     shared = json.loads(result.stdout.strip().splitlines()[-1])
