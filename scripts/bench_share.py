@@ -87,52 +87,52 @@ def main() -> None:
     print(f"{model}, {args.frames} frames a segment, preset shapes (DDIM, {steps} steps, guidance {guidance:g}, batch 8), smooth walks with crossfades")
     print("| walk | mode | frames | calls/frame | calls as made | seconds | CV | max/mean | diff to unshared | ghosts | crossfade frames |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
+    def walk_run(what: str, options: list[str], out: str):
+        """One walk through the CLI: its --json summary, its manifest, its frames from the renders'
+        PNGs (lossless: the video's codec can split or merge a shape) and its seconds."""
+        folder = Path(out).with_suffix("")
+        started = time.perf_counter()
+        result = runner.invoke(app, [*options, "-o", out, "--frames-dir", str(folder), "--json", "-q"])
+        seconds = time.perf_counter() - started
+        if result.exit_code != 0:
+            sys.exit(f"{what} failed: {result.output}")
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+        manifest = json.loads(Path(out + ".json").read_text())
+        return summary, manifest, np.stack([read_png(p) for p in sorted(folder.glob("frame_*.png"))]), seconds
+
+    def difference(frames, base) -> float:
+        """Mean difference of two walks' frames, 0-255 (nan for walks of other lengths)."""
+        return float(np.abs(frames.astype(np.float32) - base.astype(np.float32)).mean()) if frames.shape == base.shape else float("nan")
+
     rows = []
     for label, walk in [WALKS[int(i) - 1] for i in args.walks.split(",")]:
         got = {}
         for mode in ("--no-share", "--share"):
-            out = f"{mode.strip('-')}-{len(rows)}.mp4"
-            started = time.perf_counter()
-            folder = Path(out).with_suffix("")
-            result = runner.invoke(app, [*walk, *extra, mode, "-o", out, "--frames-dir", str(folder), "--json", "-q"])
-            seconds = time.perf_counter() - started
-            if result.exit_code != 0:
-                sys.exit(f"{label} ({mode}) failed: {result.output}")
-            summary = json.loads(result.stdout.strip().splitlines()[-1])
-            manifest = json.loads(Path(out + ".json").read_text())
+            summary, manifest, frames, seconds = walk_run(f"{label} ({mode})", [*walk, *extra, mode], f"{mode.strip('-')}-{len(rows)}.mp4")
             blended = {entry[0] for entry in manifest["job"]["plan"] if len(entry) > 4}
-            # The renders' own frames (lossless): the video's codec can split or merge a shape.
-            frames = np.stack([read_png(p) for p in sorted(folder.glob("frame_*.png"))])
             got[mode] = {"summary": summary, "seconds": seconds, "frames": frames, "blended": blended,
                          "ghosts": None if args.model else ghosts(frames, blended)}  # fmt: skip
         base = got["--no-share"]["frames"]
         for mode in ("--no-share", "--share"):
             g = got[mode]
             s, stats = g["summary"], g["summary"]["smoothness"]
-            diff = float(np.abs(g["frames"].astype(np.float32) - base.astype(np.float32)).mean())
             g["calls"] = s["model_calls"] / s["frames"]
             print(f"| {label} | {mode[2:]} | {s['frames']} | {g['calls']:.1f} | {s['batches']} | {g['seconds']:.1f} | {stats['cv']:.3f} | "
-                  f"{stats['max_over_mean']:.2f} | {diff:.2f} | {g['ghosts'] if g['ghosts'] is not None else '-'} | {len(g['blended'])} |")  # fmt: skip
+                  f"{stats['max_over_mean']:.2f} | {difference(g['frames'], base):.2f} | {g['ghosts'] if g['ghosts'] is not None else '-'} | {len(g['blended'])} |")  # fmt: skip
             sys.stdout.flush()
         if args.spread:
             got["spread"] = {}
             for k, (name, change) in enumerate(neutral.items()):
-                out = f"spread-{len(rows)}-{k}.mp4"
                 # The change comes after `extra`: a later option wins.
-                result = runner.invoke(app, [*walk, *extra, *change, "--no-share", "-o", out, "--frames-dir", Path(out).stem, "--json", "-q"])
-                if result.exit_code != 0:
-                    sys.exit(f"{label} (unshared, {name}) failed: {result.output}")
-                summary = json.loads(result.stdout.strip().splitlines()[-1])
-                frames = np.stack([read_png(p) for p in sorted(Path(Path(out).stem).glob("frame_*.png"))])
-                diff = float(np.abs(frames.astype(np.float32) - base.astype(np.float32)).mean()) if frames.shape == base.shape else float("nan")
-                got["spread"][name] = (summary["smoothness"]["cv"], diff)
-            got["spread_max"] = max([got["--no-share"]["summary"]["smoothness"]["cv"]] + [cv for cv, _ in got["spread"].values()])
+                summary, _, frames, _ = walk_run(f"{label} (unshared, {name})", [*walk, *extra, *change, "--no-share"], f"spread-{len(rows)}-{k}.mp4")
+                got["spread"][name] = (summary["smoothness"]["cv"], difference(frames, base))
+            got["spread_cvs"] = [got["--no-share"]["summary"]["smoothness"]["cv"]] + [cv for cv, _ in got["spread"].values()]
         rows.append((label, got))
     print()
     if args.spread:
         print("The unshared walks' CV under changes that leave their quality alone (diff: to the unshared frames, 0-255):")
         for label, got in rows:
-            cvs = [got["--no-share"]["summary"]["smoothness"]["cv"]] + [cv for cv, _ in got["spread"].values()]
+            cvs = got["spread_cvs"]
             print(f"- {label}: " + ", ".join(f"{name} {cv:.3f} (diff {diff:.2f})" for name, (cv, diff) in got["spread"].items())
                   + f"; spread {min(cvs):.3f}-{max(cvs):.3f}, shared {got['--share']['summary']['smoothness']['cv']:.3f}")  # fmt: skip
         print()
@@ -155,7 +155,7 @@ def main() -> None:
     print(f"walks whose CV is worse shared: {', '.join(worse) or 'none'}; ghost frames shared: {ghosted} "
           f"(unshared: {sum(got['--no-share']['ghosts'] or 0 for _, got in rows)})")
     if args.spread:
-        above = [label for label, got in rows if got["--share"]["summary"]["smoothness"]["cv"] > got["spread_max"]]
+        above = [label for label, got in rows if got["--share"]["summary"]["smoothness"]["cv"] > max(got["spread_cvs"])]
         print(f"walks whose shared CV is above the unshared walk's own spread ({', '.join(neutral)}): {', '.join(above) or 'none'}")
 
 
